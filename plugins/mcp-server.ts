@@ -1,0 +1,214 @@
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import {
+  localhostAllowedHostnames,
+  localhostAllowedOrigins,
+  validateHostHeader,
+  validateOriginHeader,
+  type Tool
+} from '@modelcontextprotocol/server'
+import { InProcessConnection, type McpConnection, type ServerFactory } from '../src/connection.js'
+import {
+  ForbiddenHostError,
+  InvalidOptionsError,
+  ServerUnavailableError,
+  TOOL_ERROR_CODE,
+  TOOL_ERROR_STATUS,
+  ToolNotFoundError,
+  ToolTimeoutError,
+  UpstreamError
+} from '../src/errors.js'
+import { callToolResultSchema, ErrorRef } from '../src/rest-schemas.js'
+import { StreamableHttpEndpoint } from '../src/streamable-http.js'
+import { documentedSchema, toolValidatorCompiler, validationSchema } from '../src/tool-schemas.js'
+
+const OptionsSchema = Type.Object({
+  /** Name in logs, tags, operation ids and `/ready`. Required: it is the server's identity. */
+  name: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+  /** No 2025-era sessions, each request answered on its own (the seed's mode). Default `false`: sessions, as most clients expect. */
+  stateless: Type.Optional(Type.Boolean()),
+  /** 2025-era session responses as one JSON body rather than SSE. Default `false`: SSE carries progress and logs mid-call. */
+  jsonResponse: Type.Optional(Type.Boolean()),
+  /** Per-call timeout of a REST tool call, in ms. Default 60000: the SDK's own default request timeout. */
+  timeoutMs: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Most 2025-era sessions at once. Default 1000: bounds memory against clients that never DELETE. */
+  maxSessions: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Idle time after which a session is closed, in ms. Default 1800000 (30 min). */
+  sessionIdleMs: Type.Optional(Type.Integer({ minimum: 1000 })),
+  /** Largest request body in bytes. Default 1 MiB, Fastify's default. */
+  bodyLimit: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Host header names accepted (DNS rebinding protection); `*` accepts any. Default: localhost, 127.0.0.1, [::1]. */
+  allowedHosts: Type.Optional(Type.Array(Type.String())),
+  /** Origin hostnames accepted from browsers; `*` accepts any. Requests without Origin pass. Default: localhost-class. */
+  allowedOrigins: Type.Optional(Type.Array(Type.String()))
+})
+
+export type McpServerPluginOptions = Static<typeof OptionsSchema> & {
+  /** Builds an in-process server (see `servers/`). Give this or `connection`. */
+  factory?: ServerFactory
+  /** A connection to the server, for servers not built in process. */
+  connection?: McpConnection
+}
+
+/**
+ * Mounts one MCP server under the plugin's prefix:
+ *
+ * - `/mcp`: Streamable HTTP for MCP clients of both protocol eras;
+ * - `POST /tools/<name>`: each tool as a REST operation, arguments validated by Fastify
+ *   against the tool's `inputSchema` before the tool runs;
+ * - `GET /tools`: the tools with their schemas.
+ *
+ * Not wrapped in fastify-plugin: the prefix and the hooks stay with this server.
+ *
+ * Tools are discovered while the plugin registers, because Fastify cannot add routes after
+ * boot and each tool needs its own route to be its own OpenAPI operation. A parametric
+ * `/tools/:name` route behind them answers unknown tools with a 404 that names the tool.
+ */
+const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, options) => {
+  const { factory, connection: givenConnection, ...plain } = options
+  if (!Value.Check(OptionsSchema, plain)) {
+    const issue = Value.Errors(OptionsSchema, plain).First()
+    throw new InvalidOptionsError(`mcpServer ${issue?.path || '/'} ${issue?.message ?? ''}`.trim())
+  }
+  if ((factory === undefined) === (givenConnection === undefined)) {
+    throw new InvalidOptionsError(`mcpServer '${plain.name}' needs exactly one of factory or connection`)
+  }
+  const name = plain.name
+  const timeoutMs = plain.timeoutMs ?? 60_000
+  const bodyLimit = plain.bodyLimit ?? 1024 * 1024
+  const allowedHosts = plain.allowedHosts ?? localhostAllowedHostnames()
+  const allowedOrigins = plain.allowedOrigins ?? localhostAllowedOrigins()
+  const log = app.log.child({ mcpServer: name })
+  const connection = givenConnection ?? new InProcessConnection(name, factory as ServerFactory)
+
+  if (app.mcpServers === undefined) throw new InvalidOptionsError('register the core plugin before mcpServer')
+  if (app.mcpServers.has(name)) throw new InvalidOptionsError(`an MCP server named '${name}' is already mounted`)
+  app.mcpServers.set(name, connection)
+
+  // A server that fails to start is marked down and its routes answer 503; the gateway and
+  // every other server keep serving.
+  try {
+    await connection.start()
+    log.info({ tools: connection.tools().map(tool => tool.name) }, 'mcp server started')
+  } catch (err) {
+    log.error({ err }, 'mcp server failed to start; serving 503 for it')
+  }
+
+  const endpoint = new StreamableHttpEndpoint(connection, {
+    stateless: plain.stateless ?? false,
+    jsonResponse: plain.jsonResponse ?? false,
+    maxSessions: plain.maxSessions ?? 1000,
+    sessionIdleMs: plain.sessionIdleMs ?? 30 * 60_000,
+    bodyLimit,
+    log
+  })
+
+  app.addHook('onRequest', async (request) => {
+    request.log = request.log.child({ mcpServer: name })
+    checkHostAndOrigin(request, allowedHosts, allowedOrigins)
+    if (connection.state !== 'up') {
+      throw new ServerUnavailableError(name, connection.failure ?? connection.state)
+    }
+  })
+
+  // In-flight SSE streams would keep onClose waiting: end them first.
+  app.addHook('preClose', async () => { await endpoint.closeStreams() })
+  app.addHook('onClose', async () => {
+    await endpoint.close()
+    await connection.close()
+  })
+
+  const mcpRoute = { config: { mcp: true }, bodyLimit, schema: { hide: true } }
+  const handleMcp = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => { await endpoint.handle(request, reply) }
+  app.post('/mcp', mcpRoute, handleMcp)
+  app.get('/mcp', mcpRoute, handleMcp)
+  app.delete('/mcp', mcpRoute, handleMcp)
+
+  app.get('/tools', {
+    schema: {
+      tags: [name],
+      operationId: `${name}__listTools`,
+      summary: `The tools of '${name}' with their JSON Schemas`,
+      response: { 200: { type: 'object', properties: { server: { type: 'string' }, tools: { type: 'array', items: { type: 'object', additionalProperties: true } } } } }
+    }
+  }, async () => ({ server: name, tools: connection.tools() }))
+
+  for (const tool of connection.tools()) registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
+
+  app.post('/tools/:tool', { bodyLimit, schema: { hide: true } }, async (request) => {
+    throw new ToolNotFoundError((request.params as { tool: string }).tool, name)
+  })
+}
+
+function registerToolRoute (app: FastifyInstance, server: string, connection: McpConnection, tool: Tool, limits: { timeoutMs: number, bodyLimit: number }): void {
+  const input = validationSchema(tool.inputSchema as Record<string, unknown> | undefined)
+  const output = tool.outputSchema === undefined
+    ? undefined
+    : documentedSchema(tool.outputSchema as Record<string, unknown>, `${server}.${tool.name}.output`, app.openApiComponents)
+  app.post(`/tools/${tool.name}`, {
+    bodyLimit: limits.bodyLimit,
+    validatorCompiler: toolValidatorCompiler,
+    // The result passes through as the tool returned it; the response schemas document it.
+    serializerCompiler: () => data => JSON.stringify(data),
+    schema: {
+      tags: [server],
+      operationId: `${server}__${tool.name}`,
+      summary: tool.title ?? tool.description ?? tool.name,
+      ...(tool.description !== undefined && { description: tool.description }),
+      body: documentedSchema(input, `${server}.${tool.name}.input`, app.openApiComponents),
+      response: {
+        200: { description: "The tool's result", ...callToolResultSchema(output) },
+        400: { description: 'Invalid JSON or arguments; `details` names each bad field', ...ErrorRef },
+        404: { description: 'Unknown server or tool', ...ErrorRef },
+        413: { description: 'Body over the size limit', ...ErrorRef },
+        415: { description: 'Body is not application/json', ...ErrorRef },
+        [TOOL_ERROR_STATUS]: {
+          description: `The tool ran and reported an error (\`isError: true\`); \`code\` is ${TOOL_ERROR_CODE}`,
+          ...callToolResultSchema(undefined, { code: { type: 'string', const: TOOL_ERROR_CODE } })
+        },
+        502: { description: 'The server failed while handling the call', ...ErrorRef },
+        503: { description: 'The server is down', ...ErrorRef },
+        504: { description: 'The tool did not answer in time', ...ErrorRef }
+      }
+    }
+  }, async (request, reply) => {
+    const controller = new AbortController()
+    // The client went away before the answer: cancel the call rather than finish it for nobody.
+    const onClose = (): void => { if (!reply.raw.writableFinished) controller.abort() }
+    reply.raw.once('close', onClose)
+    request.log.debug({ tool: tool.name, args: request.body }, 'tool call')
+    try {
+      const result = await connection.callTool(tool.name, request.body as Record<string, unknown>, { signal: controller.signal, timeoutMs: limits.timeoutMs })
+      if (result.isError === true) return reply.code(TOOL_ERROR_STATUS).send({ ...result, code: TOOL_ERROR_CODE })
+      return result
+    } catch (err) {
+      throw toCallError(err, server, tool.name, limits.timeoutMs, connection)
+    } finally {
+      reply.raw.off('close', onClose)
+    }
+  })
+}
+
+/** Tells a gateway-side failure (timeout, dead server) from the tool's own error result. */
+function toCallError (err: unknown, server: string, tool: string, timeoutMs: number, connection: McpConnection): Error {
+  const code = (err as { code?: unknown }).code
+  if (code === 'REQUEST_TIMEOUT') return new ToolTimeoutError(tool, server, timeoutMs)
+  if (connection.state !== 'up') return new ServerUnavailableError(server, connection.failure ?? connection.state)
+  const error = new UpstreamError(server)
+  error.cause = err
+  return error
+}
+
+function checkHostAndOrigin (request: FastifyRequest, allowedHosts: string[], allowedOrigins: string[]): void {
+  if (!allowedHosts.includes('*')) {
+    const host = validateHostHeader(request.headers.host, allowedHosts)
+    if (!host.ok) throw new ForbiddenHostError(host.message)
+  }
+  if (!allowedOrigins.includes('*')) {
+    const origin = validateOriginHeader(request.headers.origin, allowedOrigins)
+    if (!origin.ok) throw new ForbiddenHostError(origin.message)
+  }
+}
+
+export default mcpServer

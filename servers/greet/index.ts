@@ -1,0 +1,14 @@
+import { McpServer, type ServerOptions } from '@modelcontextprotocol/server'
+import * as z from 'zod'
+
+/** The seed's greeting server: one tool, `echoHai`. Knows nothing about HTTP. */
+export function createGreetServer (options?: ServerOptions): McpServer {
+  const server = new McpServer({ name: 'greet', version: '1.0.0' }, options)
+  server.registerTool('echoHai', {
+    description: 'Greet a user by name',
+    inputSchema: z.object({ userName: z.string().min(1).describe('The name to greet') })
+  }, async ({ userName }) => ({
+    content: [{ type: 'text', text: `Hello, ${userName}!` }]
+  }))
+  return server
+}

@@ -1,0 +1,43 @@
+import { Type } from '@sinclair/typebox'
+
+/** Every REST error body. `code` is stable: branch on it, not on `message`. */
+export const ErrorBody = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String({ description: 'Stable machine-readable code, e.g. GW_ERR_TOOL_NOT_FOUND' }),
+  error: Type.String({ description: 'HTTP reason phrase' }),
+  message: Type.String({ description: 'What was wrong, for people' }),
+  details: Type.Optional(Type.Array(Type.Object({
+    field: Type.String({ description: 'Dotted path of the bad field in the body; empty for the body itself' }),
+    message: Type.String()
+  })))
+}, { $id: 'GatewayError', additionalProperties: false })
+
+export const ErrorRef = Type.Ref('GatewayError')
+
+export const ReadyBody = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')]),
+  servers: Type.Array(Type.Object({
+    name: Type.String(),
+    state: Type.Union([Type.Literal('starting'), Type.Literal('up'), Type.Literal('down'), Type.Literal('closed')]),
+    tools: Type.Integer({ description: 'Number of tools discovered at start' }),
+    error: Type.Optional(Type.String({ description: 'Why the server is down' }))
+  }))
+})
+
+/** A content block of a tool result: text, image, audio, resource link or embedded resource. */
+const ContentBlock = Type.Object({ type: Type.String() }, { additionalProperties: true })
+
+/** The tool's `CallToolResult`, with `structuredContent` described by its `outputSchema`. */
+export function callToolResultSchema (structuredContent?: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'object',
+    required: ['content'],
+    additionalProperties: true,
+    properties: {
+      content: Type.Array(ContentBlock),
+      structuredContent: structuredContent ?? { type: 'object', additionalProperties: true },
+      isError: { type: 'boolean' },
+      ...extra
+    }
+  }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util'
+import Fastify from 'fastify'
+import closeWithGrace from 'close-with-grace'
+import gateway from './app.js'
+
+const USAGE = `Usage: mcp-gateway [--port N] [--host ADDR]
+
+Runs the MCP gateway with the built-in servers (greet, bye, math).
+
+Options:
+  --port N       Port to listen on (env PORT, default 3000)
+  --host ADDR    Address to bind (env HOST, default 127.0.0.1)
+  -h, --help     Show this help
+
+Environment:
+  LOG_LEVEL      pino level (default info)
+  ALLOWED_HOSTS  Comma-separated Host names accepted on MCP and tool routes,
+                 '*' for any (default: localhost, 127.0.0.1, [::1])
+  ALLOWED_ORIGINS Comma-separated browser Origin hostnames accepted (default: localhost-class)
+`
+
+function fail (message: string, code = 2): never {
+  process.stderr.write(`mcp-gateway: ${message}\n`)
+  process.exit(code)
+}
+
+let args
+try {
+  args = parseArgs({
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      help: { type: 'boolean', short: 'h' }
+    },
+    strict: true
+  }).values
+} catch (err) {
+  fail(`${(err as Error).message}\n\n${USAGE}`)
+}
+if (args.help === true) {
+  process.stdout.write(USAGE)
+  process.exit(0)
+}
+
+const port = Number(args.port ?? process.env.PORT ?? 3000)
+if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`invalid port '${args.port ?? process.env.PORT}'`)
+const host = args.host ?? process.env.HOST ?? '127.0.0.1'
+const list = (value: string | undefined): string[] | undefined => value?.split(',').map(s => s.trim()).filter(Boolean)
+const allowedHosts = list(process.env.ALLOWED_HOSTS)
+const allowedOrigins = list(process.env.ALLOWED_ORIGINS)
+
+const app = Fastify({
+  logger: {
+    level: process.env.LOG_LEVEL ?? 'info',
+    redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]']
+  },
+  requestIdHeader: 'x-request-id',
+  // Graceful shutdown: refuse new requests with 503, let in-flight ones finish.
+  return503OnClosing: true
+})
+
+await app.register(gateway, {
+  defaults: {
+    ...(allowedHosts !== undefined && { allowedHosts }),
+    ...(allowedOrigins !== undefined && { allowedOrigins })
+  }
+})
+
+closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
+  else app.log.info({ signal }, 'shutting down')
+  await app.close()
+})
+
+try {
+  await app.listen({ port, host })
+} catch (err) {
+  if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') fail(`port ${port} on ${host} is already in use`, 1)
+  if ((err as NodeJS.ErrnoException).code === 'EACCES') fail(`no permission to listen on port ${port}`, 1)
+  throw err
+}
+
+const address = app.server.address()
+const base = `http://${host.includes(':') ? `[${host}]` : host}:${typeof address === 'object' && address !== null ? address.port : port}`
+const lines = [`MCP gateway listening on ${base}`]
+for (const server of app.mcpServers.values()) {
+  const tools = server.tools().map(tool => tool.name).join(', ')
+  lines.push(`  ${server.name.padEnd(8)} ${base}/${server.name}/mcp   tools: ${server.state === 'up' ? tools : `DOWN (${server.failure ?? server.state})`}`)
+}
+lines.push(`  docs     ${base}/docs   (ReDoc: ${base}/redoc, OpenAPI: ${base}/docs/json)`)
+lines.push(`  health   ${base}/health   readiness: ${base}/ready`)
+process.stdout.write(lines.join('\n') + '\n')
