@@ -147,7 +147,7 @@ function toGatewayError (error: FastifyError, request: FastifyRequest): FastifyE
   }
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new UnsupportedMediaTypeError(request.headers['content-type'] ?? 'none')
-    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new BodyTooLargeError((error as unknown as { limit?: number }).limit ?? 0)
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new BodyTooLargeError(request.routeOptions.bodyLimit ?? 0)
     case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new InvalidJsonError('the body is empty')
     case 'FST_ERR_CTP_INVALID_JSON_BODY': return new InvalidJsonError(error.message)
   }

@@ -104,6 +104,10 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     log
   })
 
+  // Fastify parses text/plain by default; a tool's arguments and MCP messages are JSON only,
+  // so anything else is a 415 rather than a string that fails validation.
+  app.removeContentTypeParser('text/plain')
+
   app.addHook('onRequest', async (request) => {
     request.log = request.log.child({ mcpServer: name })
     checkHostAndOrigin(request, allowedHosts, allowedOrigins)
@@ -194,7 +198,8 @@ function registerToolRoute (app: FastifyInstance, server: string, connection: Mc
 function toCallError (err: unknown, server: string, tool: string, timeoutMs: number, connection: McpConnection): Error {
   const code = (err as { code?: unknown }).code
   if (code === 'REQUEST_TIMEOUT') return new ToolTimeoutError(tool, server, timeoutMs)
-  if (connection.state !== 'up') return new ServerUnavailableError(server, connection.failure ?? connection.state)
+  // A call in flight when the server died is a 502; a call to a server already down, a 503.
+  if (code !== 'CONNECTION_CLOSED' && connection.state !== 'up') return new ServerUnavailableError(server, connection.failure ?? connection.state)
   const error = new UpstreamError(server)
   error.cause = err
   return error

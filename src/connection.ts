@@ -78,6 +78,14 @@ export class InProcessConnection implements McpConnection {
       this.#server = server
       await server.connect(serverTransport)
       await client.connect(clientTransport)
+      // The server closing on its own (a crash, a tool that ends it) takes it down: calls in
+      // flight fail with 502, later calls get 503.
+      client.onclose = () => {
+        if (this.#state === 'up') {
+          this.#state = 'down'
+          this.#failure = 'the server closed its connection'
+        }
+      }
       this.#client = client
       this.#tools = (await client.listTools()).tools
       this.#state = 'up'

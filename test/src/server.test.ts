@@ -1,0 +1,78 @@
+import t from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+
+const entry = fileURLToPath(new URL('../../src/server.ts', import.meta.url))
+
+/** Runs the command as a user would, under tsx so no build is needed. */
+function run (args: string[], env: Record<string, string> = {}): ChildProcess & { output: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout.on('data', chunk => { output += chunk })
+  child.stderr.on('data', chunk => { output += chunk })
+  return Object.assign(child, { output: () => output })
+}
+
+async function exited (child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode
+  const [code] = await once(child, 'exit')
+  return code as number | null
+}
+
+async function waitForBanner (child: ChildProcess & { output: () => string }): Promise<string> {
+  while (!/health\s+http/.test(child.output())) {
+    if (child.exitCode !== null) throw new Error(`exited early: ${child.output()}`)
+    await once(child.stdout as NodeJS.ReadableStream, 'data')
+  }
+  return child.output()
+}
+
+t.test('--help documents the flags and exits 0', async t => {
+  const child = run(['--help'])
+  t.equal(await exited(child), 0)
+  t.match(child.output(), /--port N/)
+  t.match(child.output(), /--host ADDR/)
+})
+
+t.test('an unknown flag exits 2 with the usage', async t => {
+  const child = run(['--bogus'])
+  t.equal(await exited(child), 2)
+  t.match(child.output(), /Unknown option '--bogus'/)
+})
+
+t.test('a port already in use ends the start with one line naming it, exit 1', async t => {
+  const blocker = createServer().listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  t.teardown(() => { blocker.close() })
+  const port = (blocker.address() as { port: number }).port
+  const child = run(['--port', String(port)])
+  t.equal(await exited(child), 1)
+  t.equal(child.output().trim(), `mcp-gateway: port ${port} on 127.0.0.1 is already in use`)
+})
+
+t.test('it prints where everything is, serves, and exits 0 on SIGTERM', async t => {
+  const child = run(['--port', '0'])
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const banner = await waitForBanner(child)
+  const base = /listening on (http:\/\/\S+)/.exec(banner)?.[1] as string
+  t.match(banner, new RegExp(`greet\\s+${base}/greet/mcp\\s+tools: echoHai`))
+  t.match(banner, new RegExp(`math\\s+${base}/math/mcp\\s+tools: add`))
+  t.match(banner, new RegExp(`docs\\s+${base}/docs`))
+  const res = await fetch(`${base}/math/tools/add`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":5,"b":3}' })
+  t.same(await res.json(), { content: [{ type: 'text', text: '8' }], structuredContent: { sum: 8 } })
+  child.kill('SIGTERM')
+  t.equal(await exited(child), 0)
+})
+
+t.test('PORT and HOST come from the environment', async t => {
+  const child = run([], { PORT: '0', HOST: '127.0.0.1' })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  t.match(await waitForBanner(child), /listening on http:\/\/127\.0\.0\.1:\d+/)
+  child.kill('SIGINT')
+  t.equal(await exited(child), 0)
+})
