@@ -108,8 +108,11 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   // so anything else is a 415 rather than a string that fails validation.
   app.removeContentTypeParser('text/plain')
 
+  // Every request log line of this server carries its name; merged into the one child
+  // logger Fastify makes per request anyway, rather than a second child per request.
+  app.setChildLoggerFactory((logger, bindings, childOptions) => logger.child({ ...bindings, mcpServer: name }, childOptions))
+
   app.addHook('onRequest', async (request) => {
-    request.log = request.log.child({ mcpServer: name })
     checkHostAndOrigin(request, allowedHosts, allowedOrigins)
     if (connection.state !== 'up') {
       throw new ServerUnavailableError(name, connection.failure ?? connection.state)

@@ -5,13 +5,20 @@ import {
   classifyInboundRequest,
   createMcpHandler,
   isInitializeRequest,
+  isJSONRPCRequest,
   McpServer,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  type InboundClassificationOutcome,
+  type JSONRPCMessage,
+  type JSONRPCRequest,
   type McpHttpHandler,
   type McpRequestContext,
   type Server
 } from '@modelcontextprotocol/server'
+import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
 import { NodeStreamableHTTPServerTransport, toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
 import type { McpConnection } from './connection.js'
+import { MultiplexTransport } from './multiplex-transport.js'
 
 export interface StreamableHttpOptions {
   /** No 2025-era sessions: every request is answered on its own (the seed's mode). */
@@ -25,6 +32,26 @@ export interface StreamableHttpOptions {
   /** Largest request body, in bytes; the same bound Fastify applies to the route. */
   bodyLimit: number
   log: FastifyBaseLogger
+}
+
+/**
+ * Plain request/response methods: no stream of their own, no server state between calls.
+ * Only these take the shared-connection path; everything else (initialize,
+ * server/discover, subscriptions/listen, notifications, logging/setLevel, batches) goes to
+ * the SDK's HTTP entry, which owns those semantics.
+ */
+const SHARED_LANE_METHODS = new Set([
+  'ping', 'tools/list', 'tools/call', 'prompts/list', 'prompts/get',
+  'resources/list', 'resources/templates/list', 'resources/read', 'completion/complete'
+])
+
+/** The request field `Mcp-Name` mirrors, per method (2026-07-28 standard headers). */
+const NAMED_PARAM: Record<string, string> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' }
+
+/** A long-lived SDK connection pinned to one protocol era, shared by stateless requests. */
+interface Lane {
+  mux: MultiplexTransport
+  handle: StdioServerHandle
 }
 
 interface Session {
@@ -42,9 +69,17 @@ interface Session {
  *   server→client requests), one SDK transport and server instance per session; or, with
  *   `stateless`, the SDK's stateless fallback answers each request on its own.
  *
- * The SDK's entry builds a server instance per request. Building one is the dominant cost
- * of its stateless path, so per-request instances come from a pool: a closed instance is
- * disconnected and reusable, and instances are never shared by two requests at once.
+ * The SDK's entry builds a server instance per request, the dominant cost of its stateless
+ * path. So ordinary stateless requests (2026-07-28 ones, and 2025-era ones with `stateless`)
+ * are answered on a shared lane: one long-lived connection per era, opened with the SDK's
+ * own era-pinning entry (`serveStdio`, which takes any transport) over a multiplexing
+ * transport. What the lane does not take goes to `createMcpHandler`, whose per-request
+ * instances come from a pool: a closed instance is disconnected and reusable, and is never
+ * shared by two requests at once.
+ *
+ * Known difference on the lane: handlers see no `ctx.http` (the HTTP request), as under
+ * stdio. Nothing in the gateway passes `authInfo` yet; when authentication lands, requests
+ * carrying it must take the SDK entry or the lane must learn to carry it.
  */
 export class StreamableHttpEndpoint {
   #connection: McpConnection
@@ -52,6 +87,9 @@ export class StreamableHttpEndpoint {
   #handler: McpHttpHandler
   #nodeHandler: NodeMcpRequestHandler
   #sessions = new Map<string, Session>()
+  #lanes = new Map<string, Lane>()
+  /** Tools whose input schema declares `x-mcp-header` parameters: the SDK entry validates those headers. */
+  #headerTools: Set<string>
   #pools: Record<'legacy' | 'modern', Array<McpServer | Server>> = { legacy: [], modern: [] }
   #sweeper: NodeJS.Timeout
   #closing = false
@@ -68,6 +106,9 @@ export class StreamableHttpEndpoint {
       maxRequestBodySize: options.bodyLimit,
       onerror: err => { options.log.error({ err }, 'mcp handler failed') }
     })
+    this.#headerTools = new Set(connection.tools()
+      .filter(tool => JSON.stringify(tool.inputSchema).includes('"x-mcp-header"'))
+      .map(tool => tool.name))
     this.#sweeper = setInterval(() => { this.#sweep() }, Math.min(options.sessionIdleMs, 60_000))
     this.#sweeper.unref()
   }
@@ -98,12 +139,94 @@ export class StreamableHttpEndpoint {
       ...(typeof headers['mcp-method'] === 'string' && { mcpMethodHeader: headers['mcp-method'] }),
       ...(typeof headers['mcp-name'] === 'string' && { mcpNameHeader: headers['mcp-name'] })
     })
+    const lane = this.#laneFor(route, request)
+    if (lane !== undefined) {
+      await this.#serveOnLane(lane, request.body as JSONRPCRequest, request, reply)
+      return
+    }
     const { raw, res } = hijack(request, reply)
     if (route.kind !== 'legacy' || this.#options.stateless) {
       await this.#nodeHandler(raw, res, request.body)
       return
     }
     await this.#handleSession(request, raw, res)
+  }
+
+  /**
+   * The shared lane for this request, when it may take one: a plain request whose
+   * transport-level checks (Accept, protocol version, standard headers) all hold. Anything
+   * irregular goes to the SDK entry, so clients get the SDK's own answers to bad requests.
+   */
+  #laneFor (route: InboundClassificationOutcome, request: FastifyRequest): Lane | undefined {
+    const accept = request.headers.accept ?? ''
+    if (!accept.includes('application/json') || !accept.includes('text/event-stream')) return undefined
+    const version = request.headers['mcp-protocol-version']
+    if (route.kind === 'modern') {
+      if (route.messageKind !== 'request') return undefined
+      const message = route.message
+      const revision = route.classification.revision
+      if (revision === undefined || !SUPPORTED_PROTOCOL_VERSIONS.includes(revision) || version !== revision) return undefined
+      if (!SHARED_LANE_METHODS.has(message.method) || request.headers['mcp-method'] !== message.method) return undefined
+      const named = NAMED_PARAM[message.method]
+      if (named !== undefined && request.headers['mcp-name'] !== message.params?.[named]) return undefined
+      if (message.method === 'tools/call' && this.#headerTools.has(String(message.params?.name))) return undefined
+      return this.#lane(revision, 'modern')
+    }
+    if (route.kind !== 'legacy' || !this.#options.stateless || request.method !== 'POST') return undefined
+    if (!isJSONRPCRequest(request.body) || !SHARED_LANE_METHODS.has(request.body.method)) return undefined
+    if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) return undefined
+    return this.#lane('legacy', 'legacy')
+  }
+
+  #lane (key: string, era: 'legacy' | 'modern'): Lane {
+    let lane = this.#lanes.get(key)
+    if (lane === undefined) {
+      const mux = new MultiplexTransport()
+      const handle = serveStdio(ctx => this.#connection.createServer(ctx), {
+        transport: mux,
+        legacy: era === 'modern' ? 'reject' : 'serve',
+        onerror: err => { this.#options.log.debug({ err }, 'mcp lane error') }
+      })
+      lane = { mux, handle }
+      this.#lanes.set(key, lane)
+    }
+    return lane
+  }
+
+  /** Answers one request on a lane: JSON, or SSE once the server sends a related notification. */
+  async #serveOnLane (lane: Lane, message: JSONRPCRequest, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const res = reply.raw
+    let streaming = false
+    let done = false
+    let id = 0
+    await new Promise<void>(resolve => {
+      const onClose = (): void => {
+        if (done) return
+        done = true
+        lane.mux.cancel(id, 'the HTTP client disconnected')
+        resolve()
+      }
+      res.once('close', onClose)
+      id = lane.mux.request(message, {
+        notify: (notification: JSONRPCMessage) => {
+          if (done || !(request.headers.accept ?? '').includes('text/event-stream')) return
+          if (!streaming) {
+            streaming = true
+            hijack(request, reply)
+            res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+          }
+          res.write(sseFrame(notification))
+        },
+        respond: (response: JSONRPCMessage) => {
+          if (done) return
+          done = true
+          res.off('close', onClose)
+          if (streaming) res.end(sseFrame(response))
+          else void reply.code(200).type('application/json').send(JSON.stringify(response))
+          resolve()
+        }
+      })
+    })
   }
 
   async #handleSession (request: FastifyRequest, raw: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -173,6 +296,9 @@ export class StreamableHttpEndpoint {
     this.#sessions.clear()
     await Promise.allSettled(sessions.map(async s => { await s.transport.close(); await s.server.close() }))
     await this.#handler.close()
+    const lanes = [...this.#lanes.values()]
+    this.#lanes.clear()
+    await Promise.allSettled(lanes.map(lane => lane.handle.close()))
   }
 
   async close (): Promise<void> {
@@ -194,6 +320,10 @@ function hijack (request: FastifyRequest, reply: FastifyReply): { raw: IncomingM
   }
   reply.hijack()
   return { raw: request.raw, res }
+}
+
+function sseFrame (message: JSONRPCMessage): string {
+  return `event: message\ndata: ${JSON.stringify(message)}\n\n`
 }
 
 function sendJsonRpcError (res: ServerResponse, status: number, code: number, message: string): void {

@@ -1,0 +1,90 @@
+import type {
+  JSONRPCMessage,
+  JSONRPCRequest,
+  RequestId,
+  Transport,
+  TransportSendOptions
+} from '@modelcontextprotocol/server'
+
+/** One HTTP exchange waiting on the shared connection. */
+export interface Exchange {
+  /** Receives the final response, with the client's own request id restored. */
+  respond (message: JSONRPCMessage): void
+  /** Receives notifications the server relates to this request (progress, log messages). */
+  notify (message: JSONRPCMessage): void
+}
+
+interface Pending extends Exchange {
+  clientId: RequestId
+}
+
+/**
+ * A transport that lets one long-lived SDK server connection answer many concurrent
+ * stateless HTTP requests.
+ *
+ * Written here because the SDK has no such transport: its stateless HTTP entry builds and
+ * connects a fresh server for every request, which is most of its cost per request, and its
+ * session transport serves one client. Each request gets a connection-unique id on the way
+ * in, so two clients that both send `"id": 1` never collide, and its own id back on the way
+ * out. Notifications the server relates to a request go to that request's exchange; the
+ * rest (list changes, unrelated logs) have nowhere to go in stateless serving and are
+ * dropped. A server→client request (sampling, elicitation) cannot be answered without a
+ * session, so it is refused at once rather than left to time out.
+ */
+export class MultiplexTransport implements Transport {
+  onclose?: () => void
+  onerror?: (error: Error) => void
+  onmessage?: <T extends JSONRPCMessage>(message: T) => void
+  #pending = new Map<number, Pending>()
+  #nextId = 1
+  #closed = false
+
+  async start (): Promise<void> {}
+
+  /** Sends one client request to the server; returns the id it travels under. */
+  request (message: JSONRPCRequest, exchange: Exchange): number {
+    const id = this.#nextId++
+    if (this.#closed) {
+      exchange.respond(closedResponse(message.id))
+      return id
+    }
+    this.#pending.set(id, { ...exchange, clientId: message.id })
+    this.onmessage?.({ ...message, id })
+    return id
+  }
+
+  /** The client went away: stop waiting, and tell the server so the handler can stop. */
+  cancel (id: number, reason: string): void {
+    if (!this.#pending.delete(id)) return
+    this.onmessage?.({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } })
+  }
+
+  async send (message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
+    if ('id' in message && ('result' in message || 'error' in message)) {
+      const pending = this.#pending.get(message.id as number)
+      if (pending === undefined) return
+      this.#pending.delete(message.id as number)
+      pending.respond({ ...message, id: pending.clientId })
+      return
+    }
+    if ('id' in message && 'method' in message) {
+      const refusal = { jsonrpc: '2.0' as const, id: message.id, error: { code: -32601, message: `'${message.method}' needs a session: stateless serving has no way back to the client` } }
+      queueMicrotask(() => this.onmessage?.(refusal))
+      return
+    }
+    const related = options?.relatedRequestId
+    if (related !== undefined) this.#pending.get(related as number)?.notify(message)
+  }
+
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    for (const pending of this.#pending.values()) pending.respond(closedResponse(pending.clientId))
+    this.#pending.clear()
+    this.onclose?.()
+  }
+}
+
+function closedResponse (id: RequestId): JSONRPCMessage {
+  return { jsonrpc: '2.0', id, error: { code: -32000, message: 'Server is shutting down' } }
+}
