@@ -1,0 +1,89 @@
+import t from 'tap'
+import { once } from 'node:events'
+import { listen } from '../helper.js'
+import { createGreetServer } from '../../servers/greet/index.js'
+import { createAskingServer, createProgressServer, toolEvents } from '../fixtures/servers.js'
+
+// Stateless requests of both eras are answered on one shared, long-lived connection per
+// server and era. These tests pin down what sharing must never change for a client.
+
+const headers = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
+const modernMeta = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientInfo': { name: 'lane-test', version: '1' },
+  'io.modelcontextprotocol/clientCapabilities': {}
+}
+
+function modernCall (name: string, args: Record<string, unknown>, id: number | string, meta: Record<string, unknown> = {}): RequestInit {
+  return {
+    method: 'POST',
+    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args, _meta: { ...modernMeta, ...meta } } })
+  }
+}
+
+function legacyCall (name: string, args: Record<string, unknown>, id: number | string, meta?: Record<string, unknown>): RequestInit {
+  return {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args, ...(meta !== undefined && { _meta: meta }) } })
+  }
+}
+
+t.test('concurrent requests with the same JSON-RPC id each get their own answer', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, stateless: true }] })
+  const names = Array.from({ length: 20 }, (_, i) => `user${i}`)
+  const answers = await Promise.all(names.map(async (userName, i) => {
+    const init = i % 2 === 0 ? legacyCall('echoHai', { userName }, 1) : modernCall('echoHai', { userName }, 1)
+    const res = await fetch(`${base}/greet/mcp`, init)
+    return res.json()
+  }))
+  for (const [i, answer] of answers.entries()) {
+    t.equal(answer.id, 1, 'the client sees its own id')
+    t.same(answer.result.content, [{ type: 'text', text: `Hello, ${names[i]}!` }])
+  }
+})
+
+t.test('progress notifications stream as SSE before the result', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'progress', factory: createProgressServer, stateless: true }] })
+  for (const init of [legacyCall('count', { label: 'sheep' }, 'a', { progressToken: 'p1' }), modernCall('count', { label: 'sheep' }, 'a', { progressToken: 'p1' })]) {
+    const res = await fetch(`${base}/progress/mcp`, init)
+    t.equal(res.status, 200)
+    t.match(res.headers.get('content-type'), /text\/event-stream/)
+    const events = (await res.text()).split('\n\n').filter(Boolean).map(frame => JSON.parse(frame.split('data: ')[1]))
+    t.same(events.slice(0, 3).map(e => [e.method, e.params.progress, e.params.progressToken]), [
+      ['notifications/progress', 1, 'p1'], ['notifications/progress', 2, 'p1'], ['notifications/progress', 3, 'p1']
+    ])
+    t.match(events[3], { id: 'a', result: { content: [{ type: 'text', text: 'counted sheep' }] } })
+  }
+})
+
+t.test('a call that sends no notification is answered with plain JSON', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'progress', factory: createProgressServer, stateless: true }] })
+  const res = await fetch(`${base}/progress/mcp`, legacyCall('count', { label: 'goats' }, 3))
+  t.match(res.headers.get('content-type'), /application\/json/)
+  t.match(await res.json(), { id: 3, result: { content: [{ type: 'text', text: 'counted goats' }] } })
+})
+
+t.test('a client that disconnects mid-call cancels the tool', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'progress', factory: createProgressServer, stateless: true }] })
+  for (const init of [legacyCall('hold', {}, 1), modernCall('hold', {}, 1)]) {
+    const controller = new AbortController()
+    const started = once(toolEvents, 'hold:started')
+    const response = fetch(`${base}/progress/mcp`, { ...init, signal: controller.signal }).catch(err => err)
+    await started
+    const cancelled = once(toolEvents, 'hold:cancelled')
+    controller.abort()
+    await cancelled
+    t.match(await response, { name: 'AbortError' })
+  }
+})
+
+t.test('a server→client request without a session fails the call at once', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'asker', factory: createAskingServer, stateless: true }] })
+  const res = await fetch(`${base}/asker/mcp`, legacyCall('askName', {}, 9))
+  const body = await res.json()
+  t.equal(body.id, 9)
+  t.equal(body.result.isError, true)
+  t.match(body.result.content[0].text, /elicitation/i)
+})
