@@ -156,6 +156,8 @@ function registerToolRoute (app: FastifyInstance, server: string, connection: Mc
   app.post(`/tools/${tool.name}`, {
     bodyLimit: limits.bodyLimit,
     validatorCompiler: toolValidatorCompiler,
+    // `curl -X POST .../tools/<name>` with no body at all calls a tool with no arguments.
+    preValidation: async (request) => { request.body ??= {} },
     // The result passes through as the tool returned it; the response schemas document it.
     serializerCompiler: () => data => JSON.stringify(data),
     schema: {

@@ -31,6 +31,15 @@ t.test('invalid arguments answer 400 naming the bad field, before the tool runs'
   t.match(notObject.json(), { code: 'GW_ERR_INVALID_ARGUMENTS', details: [{ field: '', message: 'must be object' }] })
 })
 
+t.test('a POST with no body at all means no arguments', async t => {
+  const app = await build(t, { servers: [{ name: 'slow', factory: createSlowServer, timeoutMs: 20 }, ...builtinEntries()] })
+  const noArgs = await app.inject({ method: 'POST', url: '/slow/tools/wait' })
+  t.equal(noArgs.statusCode, 504, 'the argument-less tool was called')
+  const needsArgs = await app.inject({ method: 'POST', url: '/greet/tools/echoHai' })
+  t.equal(needsArgs.statusCode, 400)
+  t.match(needsArgs.json(), { code: 'GW_ERR_INVALID_ARGUMENTS', details: [{ field: 'userName' }] })
+})
+
 t.test('invalid JSON answers 400 GW_ERR_INVALID_JSON', async t => {
   const app = await build(t)
   const broken = await app.inject({ method: 'POST', url: '/math/tools/add', headers: json, payload: '{"a":' })
