@@ -1,0 +1,780 @@
+/**
+ * `npm run bench`: the gateway against its comparators, side by side in one run.
+ *
+ * Each target (bare Fastify, the SDK's own stateless server, the gateway) is its own child
+ * process pinned to core 0; the load generator, autocannon in this process, is pinned to
+ * core 1 by re-executing this script under `taskset -c 1`, so every thread of it is pinned
+ * from birth. Without taskset, or without cores 0 and 1, nothing is pinned and the output
+ * says so.
+ *
+ * Flags: --rounds N (3), --duration S (5), --warmup S (2), --connections 10,50,
+ * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session.
+ * Exit code: 0 unless a request failed or a target did not start or died.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import autocannon from 'autocannon'
+import type { Instance as LoadInstance, Result as LoadResult } from 'autocannon'
+
+const SCRIPT = fileURLToPath(import.meta.url)
+const HERE = dirname(SCRIPT)
+// dist/bench/run.js → the repository root, where bench/results lives.
+const ROOT = join(HERE, '..', '..')
+const RESULTS_DIR = join(ROOT, 'bench', 'results')
+
+const STARTUP_TIMEOUT_MS = 20_000
+const PROBE_TIMEOUT_MS = 5_000
+const STOP_GRACE_MS = 3_000
+const GREETING = 'Hello, Ada!'
+
+const GOALS = { rest: 0.60, mcp: 3.0, p99Ms: 20, p99AtConnections: 50 }
+// Allowed RSS drift between the first and the last round before "flat" becomes a MISS.
+const RSS_FLAT_MB = 5
+const RSS_FLAT_SHARE = 0.05
+// Share of a pinned core, in %, spent outside the target and the load generator worth a note.
+const OTHER_WORK_NOTE = 20
+
+// ---------------------------------------------------------------------------------------
+// Pinning
+
+const cpuSet = allowedCpus()
+const hasTaskset = spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status === 0
+// The re-executed runner sees only core 1: it trusts the decision its parent made.
+const reexecuted = process.env.BENCH_LOADGEN_PINNED === '1'
+const pinning = reexecuted || (hasTaskset && cpuSet.has(0) && cpuSet.has(1))
+
+/** Runs this script again under `taskset -c 1` and mirrors its exit. */
+function reexecPinned (): void {
+  const child = spawn('taskset', ['-c', '1', process.execPath, ...process.execArgv, SCRIPT, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_LOADGEN_PINNED: '1' }
+  })
+  // A terminal's Ctrl-C reaches both processes already; a signal sent to this pid alone
+  // is passed on, so the pinned runner always gets to stop its targets.
+  const forward = (signal: NodeJS.Signals): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+  }
+  process.on('SIGINT', forward)
+  process.on('SIGTERM', forward)
+  child.on('error', err => {
+    console.error(`FAIL cannot run taskset: ${err.message}`)
+    process.exit(1)
+  })
+  child.on('exit', (code, signal) => { process.exit(code ?? (signal === 'SIGINT' ? 130 : 1)) })
+}
+
+// ---------------------------------------------------------------------------------------
+// What is measured
+
+type TargetName = 'bare' | 'sdk' | 'gateway'
+type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session'
+type PathKey = 'gateway-rest' | 'bare-rest' | 'gateway-modern' | 'sdk-modern' | 'gateway-legacy-stateless' | 'sdk-legacy' | 'gateway-legacy-session'
+
+interface PathSpec {
+  target: TargetName
+  /** The request as shown: method, URL and era. */
+  what: string
+  url: string
+  headers: Record<string, string>
+  body: string
+  /** A 2025-era session is opened first and every request carries its id. */
+  session?: boolean
+}
+
+interface Scenario {
+  gateway: PathKey
+  comparator: PathKey
+  comparatorName: string
+  note?: string
+  minRatio: number
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' }
+const MCP_HEADERS = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
+const MODERN_HEADERS = { ...MCP_HEADERS, 'mcp-method': 'tools/call', 'mcp-name': 'echoHai', 'mcp-protocol-version': '2026-07-28' }
+const MODERN_BODY = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'tools/call',
+  params: {
+    name: 'echoHai',
+    arguments: { userName: 'Ada' },
+    _meta: {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientInfo': { name: 'bench', version: '1' },
+      'io.modelcontextprotocol/clientCapabilities': {}
+    }
+  }
+})
+const legacyCall = (id: number | string): string => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echoHai', arguments: { userName: 'Ada' } } })
+const LEGACY_BODY = legacyCall(1)
+const LEGACY_PROTOCOL = '2025-06-18'
+const INITIALIZE_BODY = JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: LEGACY_PROTOCOL, capabilities: {}, clientInfo: { name: 'bench', version: '1' } } })
+const INITIALIZED_BODY = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })
+
+const PATHS: Record<PathKey, PathSpec> = {
+  'gateway-rest': { target: 'gateway', what: 'POST /greet/tools/echoHai', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}' },
+  'bare-rest': { target: 'bare', what: 'POST /echo', url: '/echo', headers: JSON_HEADERS, body: '{"userName":"Ada"}' },
+  'gateway-modern': { target: 'gateway', what: 'POST /greet/mcp (2026-07-28)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY },
+  'sdk-modern': { target: 'sdk', what: 'POST /mcp (2026-07-28)', url: '/mcp', headers: MODERN_HEADERS, body: MODERN_BODY },
+  'gateway-legacy-stateless': { target: 'gateway', what: 'POST /greet-stateless/mcp (2025, stateless)', url: '/greet-stateless/mcp', headers: MCP_HEADERS, body: LEGACY_BODY },
+  'sdk-legacy': { target: 'sdk', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: MCP_HEADERS, body: LEGACY_BODY },
+  'gateway-legacy-session': { target: 'gateway', what: 'POST /greet/mcp (2025, in a session)', url: '/greet/mcp', headers: { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL }, body: LEGACY_BODY, session: true }
+}
+
+const SCENARIOS: Record<ScenarioName, Scenario> = {
+  rest: { gateway: 'gateway-rest', comparator: 'bare-rest', comparatorName: 'bare Fastify `POST /echo`', minRatio: GOALS.rest },
+  'mcp-modern': { gateway: 'gateway-modern', comparator: 'sdk-modern', comparatorName: 'SDK `/mcp`', minRatio: GOALS.mcp },
+  'mcp-legacy-stateless': { gateway: 'gateway-legacy-stateless', comparator: 'sdk-legacy', comparatorName: 'SDK `/mcp` (stateless)', minRatio: GOALS.mcp },
+  'mcp-legacy-session': {
+    gateway: 'gateway-legacy-session',
+    comparator: 'sdk-legacy',
+    comparatorName: 'SDK `/mcp` (stateless legacy)',
+    note: "comparator is the SDK's stateless legacy figure: the SDK's stateless server has no sessions",
+    minRatio: GOALS.mcp
+  }
+}
+
+const SCENARIO_PATH: Record<ScenarioName, string> = {
+  rest: 'REST `POST /greet/tools/echoHai`',
+  'mcp-modern': 'MCP 2026-07-28 `/greet/mcp`',
+  'mcp-legacy-stateless': 'MCP 2025 stateless `/greet-stateless/mcp`',
+  'mcp-legacy-session': 'MCP 2025 session `/greet/mcp`'
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+interface Options {
+  rounds: number
+  duration: number
+  warmup: number
+  connections: number[]
+  only: ScenarioName[]
+}
+
+const USAGE = `Usage: npm run bench -- [--rounds N] [--duration S] [--warmup S] [--connections 10,50] [--only ${Object.keys(SCENARIOS).join(',')}]`
+
+function parseOptions (): Options {
+  let values
+  try {
+    values = parseArgs({
+      options: {
+        rounds: { type: 'string', default: '3' },
+        duration: { type: 'string', default: '5' },
+        warmup: { type: 'string', default: '2' },
+        connections: { type: 'string', default: '10,50' },
+        only: { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      },
+      strict: true
+    }).values
+  } catch (err) {
+    throw new BenchError(`${(err as Error).message}\n${USAGE}`)
+  }
+  if (values.help === true) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  const positiveInt = (name: string, raw: string): number => {
+    const n = Number(raw)
+    if (!Number.isInteger(n) || n < 1) throw new BenchError(`--${name} must be a positive integer, got '${raw}'\n${USAGE}`)
+    return n
+  }
+  const seconds = (name: string, raw: string): number => {
+    const n = Number(raw)
+    if (!Number.isFinite(n) || n <= 0 || n > 600) throw new BenchError(`--${name} must be seconds in (0, 600], got '${raw}'\n${USAGE}`)
+    return n
+  }
+  const only = values.only === undefined
+    ? Object.keys(SCENARIOS) as ScenarioName[]
+    : values.only.split(',').map(s => s.trim()).filter(Boolean).map(name => {
+      if (!(name in SCENARIOS)) throw new BenchError(`unknown scenario '${name}'\n${USAGE}`)
+      return name as ScenarioName
+    })
+  if (only.length === 0) throw new BenchError(`--only names no scenario\n${USAGE}`)
+  const connections = [...new Set(values.connections.split(',').map(s => positiveInt('connections', s.trim())))]
+  return {
+    rounds: positiveInt('rounds', values.rounds),
+    duration: seconds('duration', values.duration),
+    warmup: values.warmup === '0' ? 0 : seconds('warmup', values.warmup),
+    connections,
+    only: [...new Set(only)]
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+class BenchError extends Error {}
+
+interface RunningTarget {
+  name: TargetName
+  child: ChildProcess
+  pid: number
+  port: number
+  cpus: string
+  startupMs: number
+  /** Last lines the target printed, for the message when it dies. */
+  tail: string[]
+}
+
+const targets = new Map<TargetName, RunningTarget>()
+const children = new Set<ChildProcess>()
+let stopping = false
+let currentLoad: LoadInstance | undefined
+
+const exited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null
+
+async function startTarget (name: TargetName, lifetimeMs: number): Promise<RunningTarget> {
+  const script = join(HERE, 'targets', `${name}.js`)
+  const argv = [process.execPath, script, '0']
+  const started = performance.now()
+  const child = spawn(pinning ? 'taskset' : argv[0] as string, pinning ? ['-c', '0', ...argv] : argv.slice(1), {
+    // Own process group: a terminal's Ctrl-C reaches the runner only, which stops the
+    // targets itself rather than racing their deaths against its own shutdown.
+    detached: true,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, BENCH_PARENT_GUARD: 'stdin', BENCH_TARGET_MAX_MS: String(lifetimeMs) }
+  })
+  children.add(child)
+  const tail: string[] = []
+  let ready: RunningTarget | undefined
+
+  return await new Promise<RunningTarget>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new BenchError(`target '${name}' did not report its port within ${STARTUP_TIMEOUT_MS} ms${lastLines(tail)}`))
+    }, STARTUP_TIMEOUT_MS)
+    const echo = (line: string): void => {
+      tail.push(line)
+      if (tail.length > 20) tail.shift()
+      // Drained and shown: a target blocked on a full stdout pipe would skew the figures.
+      process.stderr.write(`  [${name}] ${line}\n`)
+    }
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', line => {
+      const match = /^port (\d+)$/.exec(line)
+      if (ready !== undefined || match === null) {
+        echo(line)
+        return
+      }
+      clearTimeout(timer)
+      const pid = child.pid as number
+      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail }
+      targets.set(name, ready)
+      resolve(ready)
+    })
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', echo)
+    child.once('error', err => {
+      clearTimeout(timer)
+      reject(new BenchError(`target '${name}' could not be spawned: ${err.message}`))
+    })
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      const how = signal !== null ? `signal ${signal}` : `exit code ${code}`
+      if (ready === undefined) {
+        reject(new BenchError(`target '${name}' exited before listening (${how})${lastLines(tail)}`))
+      } else if (!stopping) {
+        void shutdown(1, `\nFAIL target '${name}' (pid ${ready.pid}) died during the run (${how})${lastLines(tail)}`)
+      }
+    })
+  })
+}
+
+function lastLines (tail: string[]): string {
+  return tail.length === 0 ? '' : `; its last output:\n    ${tail.join('\n    ')}`
+}
+
+async function stopChild (child: ChildProcess): Promise<void> {
+  if (exited(child) || child.pid === undefined) return
+  const gone = new Promise<boolean>(resolve => child.once('exit', () => { resolve(true) }))
+  child.kill('SIGTERM')
+  if (await Promise.race([gone, sleep(STOP_GRACE_MS).then(() => false)])) return
+  child.kill('SIGKILL')
+  await Promise.race([gone, sleep(1000)])
+}
+
+/** Stops the load and every target, then exits. Later calls wait for the first one. */
+async function shutdown (code: number, message?: string): Promise<never> {
+  if (stopping) return await new Promise<never>(() => {})
+  stopping = true
+  if (message !== undefined) console.error(message)
+  currentLoad?.stop()
+  await Promise.all([...children].map(stopChild))
+  process.exit(code)
+}
+
+// ---------------------------------------------------------------------------------------
+// Probing
+
+interface Probe { status: number, headers: Headers, text: string }
+
+async function post (target: RunningTarget, url: string, headers: Record<string, string>, body: string): Promise<Probe> {
+  const res = await fetch(`http://127.0.0.1:${target.port}${url}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) })
+  return { status: res.status, headers: res.headers, text: await res.text() }
+}
+
+/** The session a `session` path loads inside, opened the way a 2025-era client opens one. */
+async function openSession (target: RunningTarget, spec: PathSpec): Promise<string> {
+  const init = await post(target, spec.url, MCP_HEADERS, INITIALIZE_BODY)
+  const sessionId = init.headers.get('mcp-session-id')
+  if (init.status !== 200 || sessionId === null) {
+    throw new BenchError(`initialize on ${labelOf(spec)} answered ${init.status}${sessionId === null ? ' without an mcp-session-id header' : ''}: ${clip(init.text)}`)
+  }
+  const ack = await post(target, spec.url, { ...spec.headers, 'mcp-session-id': sessionId }, INITIALIZED_BODY)
+  if (ack.status !== 202) throw new BenchError(`notifications/initialized on ${labelOf(spec)} answered ${ack.status}, expected 202: ${clip(ack.text)}`)
+  return sessionId
+}
+
+const sessions = new Map<PathKey, string>()
+
+/** Headers of a path as loaded: with the session id once the session is open. */
+function headersOf (key: PathKey): Record<string, string> {
+  const sessionId = sessions.get(key)
+  return sessionId === undefined ? PATHS[key].headers : { ...PATHS[key].headers, 'mcp-session-id': sessionId }
+}
+
+async function probe (key: PathKey): Promise<void> {
+  const spec = PATHS[key]
+  const target = targetOf(key)
+  // A session's request ids must be unique; the stateless paths send the body as given.
+  const body = spec.session === true ? legacyCall(`probe-${Date.now()}`) : spec.body
+  let res: Probe
+  try {
+    if (spec.session === true && !sessions.has(key)) sessions.set(key, await openSession(target, spec))
+    res = await post(target, spec.url, headersOf(key), body)
+  } catch (err) {
+    if (err instanceof BenchError) throw err
+    throw new BenchError(`probe of ${labelOf(spec)} failed: ${(err as Error).message}`)
+  }
+  if (res.status !== 200 || !res.text.includes(GREETING)) {
+    const why = res.status !== 200 ? `answered ${res.status}, expected 200` : `answered 200 without '${GREETING}'`
+    throw new BenchError(`probe of ${labelOf(spec)} ${why}: ${clip(res.text)}`)
+  }
+}
+
+const labelOf = (spec: PathSpec): string => `${spec.target} ${spec.what}`
+
+function targetOf (key: PathKey): RunningTarget {
+  const target = targets.get(PATHS[key].target)
+  if (target === undefined) throw new BenchError(`target '${PATHS[key].target}' is not running`)
+  return target
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+interface Round {
+  reqPerSec: number
+  p50: number
+  p99: number
+  requests: number
+  errors: number
+  timeouts: number
+  non2xx: number
+  /** 2xx responses without the greeting. */
+  mismatches: number
+  statusCodes: Record<string, number>
+  /** Target RSS after the round. */
+  rssMB: number
+  /** CPU time over wall time, in % of one core. */
+  targetCpu: number
+  loadgenCpu: number
+  /** Busy share of cores 0 and 1 from /proc/stat, whoever used them (kernel included), in %. */
+  core0Busy: number
+  core1Busy: number
+}
+
+interface PathRun {
+  path: PathKey
+  label: string
+  target: TargetName
+  connections: number
+  warmup: Round | undefined
+  rounds: Round[]
+  median: { reqPerSec: number, p50: number, p99: number }
+  /** Errors (timeouts included), non-2xx and 2xx bodies without the greeting, warm-up included. */
+  failures: number
+}
+
+const runs = new Map<string, PathRun>()
+let requestSeq = 0
+
+async function load (key: PathKey, connections: number, seconds: number): Promise<Round> {
+  if (stopping) return await new Promise<never>(() => {})
+  const spec = PATHS[key]
+  const target = targetOf(key)
+  const wallStart = performance.now()
+  const cpuStart = process.cpuUsage()
+  const targetCpuStart = procCpuMs(target.pid)
+  const coresStart = [coreTimes(0), coreTimes(1)]
+  // Counted here rather than with verifyBody, which would count a non-2xx twice.
+  let badBodies = 0
+  const onResponse = (status: number, body: string): void => {
+    if (status >= 200 && status < 300 && !body.includes(GREETING)) badBodies++
+  }
+  currentLoad = autocannon({
+    url: `http://127.0.0.1:${target.port}${spec.url}`,
+    method: 'POST',
+    headers: headersOf(key),
+    body: spec.body,
+    requests: [spec.session === true
+      // In a session every in-flight request needs its own JSON-RPC id. Not autocannon's
+      // idReplacement: it assumes a fixed id length and sends a wrong content-length.
+      ? { setupRequest: request => ({ ...request, body: legacyCall(++requestSeq) }), onResponse }
+      : { onResponse }],
+    connections,
+    duration: seconds
+  })
+  const result: LoadResult = await currentLoad
+  currentLoad = undefined
+  if (stopping) return await new Promise<never>(() => {})
+  const wallMs = performance.now() - wallStart
+  const cpu = process.cpuUsage(cpuStart)
+  return {
+    reqPerSec: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    requests: result.requests.total,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    non2xx: result.non2xx,
+    mismatches: badBodies,
+    statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, stat]) => [code, stat.count])),
+    rssMB: rssMB(target.pid),
+    targetCpu: (procCpuMs(target.pid) - targetCpuStart) / wallMs * 100,
+    loadgenCpu: (cpu.user + cpu.system) / 1000 / wallMs * 100,
+    core0Busy: busyShare(coresStart[0], coreTimes(0)),
+    core1Busy: busyShare(coresStart[1], coreTimes(1))
+  }
+}
+
+// A round in which nothing completed failed, even though autocannon counts no error for it.
+const failuresOf = (round: Round): number => round.errors + round.non2xx + round.mismatches + (round.requests === 0 ? 1 : 0)
+
+async function measure (key: PathKey, connections: number, options: Options): Promise<PathRun> {
+  const id = `${key}@${connections}`
+  const done = runs.get(id)
+  if (done !== undefined) return done
+  await probe(key)
+  const warmup = options.warmup > 0 ? await load(key, connections, options.warmup) : undefined
+  const rounds: Round[] = []
+  for (let i = 0; i < options.rounds; i++) rounds.push(await load(key, connections, options.duration))
+  // The warm-up is not in the figures, but a request failing in it fails the run all the same.
+  const all = warmup === undefined ? rounds : [warmup, ...rounds]
+  const run: PathRun = {
+    path: key,
+    label: labelOf(PATHS[key]),
+    target: PATHS[key].target,
+    connections,
+    warmup,
+    rounds,
+    median: {
+      reqPerSec: median(rounds.map(r => r.reqPerSec)),
+      p50: median(rounds.map(r => r.p50)),
+      p99: median(rounds.map(r => r.p99))
+    },
+    failures: all.reduce((total, r) => total + failuresOf(r), 0)
+  }
+  runs.set(id, run)
+  if (run.failures > 0) {
+    const stalled = all.filter(r => r.requests === 0).length
+    console.error(`\n!!!!! FAIL ${run.label} c=${connections}: ${run.failures} failed requests ` +
+      `(errors ${sum(all, 'errors')}, timeouts ${sum(all, 'timeouts')}, non-2xx ${sum(all, 'non2xx')}, ` +
+      `body without '${GREETING}' ${sum(all, 'mismatches')}; status codes ${JSON.stringify(mergeCodes(all))}` +
+      `${stalled > 0 ? `; ${stalled} rounds in which no request completed` : ''}) !!!!!\n`)
+  }
+  return run
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+
+interface Comparison {
+  scenario: ScenarioName
+  connections: number
+  gateway: PathRun
+  comparator: PathRun
+  ratio: number
+}
+
+function printComparison (c: Comparison, options: Options): void {
+  const scenario = SCENARIOS[c.scenario]
+  console.log(`\n── ${c.scenario} · c=${c.connections} · medians of ${options.rounds} × ${options.duration} s after ${options.warmup} s warm-up ${'─'.repeat(8)}`)
+  if (scenario.note !== undefined) console.log(`   (${scenario.note})`)
+  const shown = (run: PathRun): string => `${run.target.padEnd(7)} ${PATHS[run.path].what}`
+  const width = Math.max(...[c.gateway, c.comparator].map(r => shown(r).length))
+  console.log(`   ${'path'.padEnd(width)}  ${'req/s'.padStart(8)}  ${'p50 ms'.padStart(6)}  ${'p99 ms'.padStart(6)}  ${'failed'.padStart(6)}  cpu srv/gen  RSS MB by round`)
+  for (const run of [c.gateway, c.comparator]) {
+    const cpu = `${pct(median(run.rounds.map(r => r.targetCpu)))}/${pct(median(run.rounds.map(r => r.loadgenCpu)))}`
+    console.log(`   ${shown(run).padEnd(width)}  ${int(run.median.reqPerSec).padStart(8)}  ${ms(run.median.p50).padStart(6)}  ${ms(run.median.p99).padStart(6)}  ${String(run.failures).padStart(6)}  ${cpu.padStart(11)}  ${run.rounds.map(r => r.rssMB.toFixed(1)).join(' → ')}`)
+  }
+  const verdict = c.ratio >= scenario.minRatio ? 'PASS' : 'MISS'
+  console.log(`   ratio gateway/${PATHS[scenario.comparator].target}: ${ratio(c.ratio, scenario)}   (target ≥ ${ratio(scenario.minRatio, scenario)}: ${verdict})`)
+  const saturated = [c.gateway, c.comparator].filter(r => median(r.rounds.map(x => x.loadgenCpu)) >= 90)
+  for (const run of saturated) console.log(`   note: the load generator was near one full core on ${run.label}; that figure may be bound by the client, not the server`)
+  if (pinning) {
+    for (const run of [c.gateway, c.comparator]) {
+      const other = Math.max(median(run.rounds.map(r => r.core0Busy - r.targetCpu)), median(run.rounds.map(r => r.core1Busy - r.loadgenCpu)))
+      if (other >= OTHER_WORK_NOTE) console.log(`   note: cores 0/1 spent ~${Math.round(other)}% on work other than target and load generator (kernel or other processes) during ${run.label}; that figure is disturbed`)
+    }
+  }
+}
+
+function markdownTable (comparisons: Comparison[]): string {
+  const rows = comparisons.map(c => {
+    const rss = c.gateway.rounds
+    return `| ${SCENARIO_PATH[c.scenario]} | ${c.connections} | ${int(c.gateway.median.reqPerSec)} | ${SCENARIOS[c.scenario].comparatorName} | ` +
+      `${int(c.comparator.median.reqPerSec)} | ${ratio(c.ratio, SCENARIOS[c.scenario])} | ${ms(c.gateway.median.p50)} / ${ms(c.gateway.median.p99)} | ` +
+      `${(rss[0] as Round).rssMB.toFixed(1)} → ${(rss[rss.length - 1] as Round).rssMB.toFixed(1)} |`
+  })
+  return [
+    '| path | c | gateway req/s | comparator | comparator req/s | ratio | gateway p50/p99 ms | RSS first→last round (MB) |',
+    '|---|---:|---:|---|---:|---:|---:|---:|',
+    ...rows
+  ].join('\n')
+}
+
+interface Check { verdict: 'PASS' | 'MISS' | 'SKIP', text: string }
+
+function checks (comparisons: Comparison[], options: Options): Check[] {
+  const out: Check[] = []
+  for (const c of comparisons) {
+    const scenario = SCENARIOS[c.scenario]
+    const what = c.scenario === 'rest' ? 'REST shim vs bare' : `${c.scenario} vs sdk`
+    out.push({
+      verdict: c.ratio >= scenario.minRatio ? 'PASS' : 'MISS',
+      text: `${what} c=${c.connections}: ${ratio(c.ratio, scenario)} (target ≥ ${ratio(scenario.minRatio, scenario)})`
+    })
+  }
+  const gatewayRuns = unique(comparisons.map(c => c.gateway))
+  const atP99 = gatewayRuns.filter(r => r.connections === GOALS.p99AtConnections)
+  if (atP99.length === 0) {
+    out.push({ verdict: 'SKIP', text: `p99 at c=${GOALS.p99AtConnections} ≤ ${GOALS.p99Ms} ms: c=${GOALS.p99AtConnections} not measured` })
+  }
+  for (const run of atP99) {
+    out.push({
+      verdict: run.median.p99 <= GOALS.p99Ms ? 'PASS' : 'MISS',
+      text: `p99 at c=${run.connections}, ${run.label}: ${ms(run.median.p99)} ms (target ≤ ${GOALS.p99Ms} ms)`
+    })
+  }
+  const allRuns = [...runs.values()]
+  const failed = allRuns.filter(r => r.failures > 0)
+  out.push({
+    verdict: failed.length === 0 ? 'PASS' : 'MISS',
+    text: failed.length === 0
+      ? `zero errors: no failed request over ${allRuns.length} path runs`
+      : `zero errors: ${failed.map(r => `${r.label} c=${r.connections}: ${r.failures}`).join('; ')}`
+  })
+  if (options.rounds < 2) out.push({ verdict: 'SKIP', text: 'RSS flat across rounds: needs --rounds ≥ 2' })
+  for (const run of options.rounds < 2 ? [] : gatewayRuns) {
+    const first = (run.rounds[0] as Round).rssMB
+    const last = (run.rounds[run.rounds.length - 1] as Round).rssMB
+    const allowed = Math.max(RSS_FLAT_MB, first * RSS_FLAT_SHARE)
+    out.push({
+      verdict: last - first <= allowed ? 'PASS' : 'MISS',
+      text: `RSS flat across rounds, ${run.label} c=${run.connections}: ${first.toFixed(1)} → ${last.toFixed(1)} MB (growth ≤ ${allowed.toFixed(1)} MB)`
+    })
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+
+async function main (): Promise<void> {
+  const options = parseOptions()
+  const scenarios = options.only
+  const pathKeys = unique(scenarios.flatMap(s => [SCENARIOS[s].gateway, SCENARIOS[s].comparator]))
+  const needed = unique(pathKeys.map(k => PATHS[k].target))
+  const loadRuns = pathKeys.length * options.connections.length
+  const estimateMs = loadRuns * (options.warmup + options.rounds * options.duration) * 1000 + needed.length * 3000
+  // Every run is bounded: past this the runner gives up, and targets outlive it by a margin at most.
+  const boundMs = estimateMs * 1.5 + 120_000
+  setTimeout(() => { void shutdown(1, `\nFAIL the run exceeded its time bound of ${Math.round(boundMs / 1000)} s`) }, boundMs).unref()
+
+  const cpu = cpus()[0]?.model ?? 'unknown CPU'
+  console.log('fastify-mcp-gateway benchmark')
+  console.log(`  node ${process.version}, ${cpu}, ${cpus().length} cores`)
+  console.log(pinning
+    ? `  pinning: targets on core 0 (taskset -c 0), load generator (autocannon, in this process) on core 1 (runner re-executed under taskset -c 1; now allowed: ${procStatus(process.pid, 'Cpus_allowed_list') ?? '?'})`
+    : `  pinning: OFF (${hasTaskset ? `cores 0 and 1 not both allowed: ${[...cpuSet].join(',')}` : 'taskset not found'}); targets and load generator share cores, figures are noisier`)
+  console.log(`  scenarios: ${scenarios.join(', ')}; connections ${options.connections.join(', ')}; ${options.warmup} s warm-up + ${options.rounds} × ${options.duration} s per path; ~${Math.ceil(estimateMs / 60_000)} min`)
+  console.log("  gateway: Fastify logger at level 'warn', so per-request logs are off")
+  console.log(`  latency resolution: 1 ms (autocannon); a failed request is an error, a timeout, a non-2xx or a 2xx body without '${GREETING}'`)
+  console.log('  cpu srv/gen: CPU time of the target and of the load generator over wall time, in % of one core')
+
+  const startedTargets: Array<{ name: TargetName, pid: number, cpus: string, startupMs: number }> = []
+  for (const name of needed) {
+    const target = await startTarget(name, boundMs + 60_000)
+    startedTargets.push({ name, pid: target.pid, cpus: target.cpus, startupMs: Math.round(target.startupMs) })
+    console.log(`  target ${name.padEnd(7)} pid ${target.pid} on 127.0.0.1:${target.port}, cpus ${target.cpus}, up in ${Math.round(target.startupMs)} ms`)
+  }
+
+  // Fail fast: every path answers correctly before minutes of load are spent.
+  for (const key of pathKeys) await probe(key)
+  console.log(`  probes: ${pathKeys.length} paths answered 200 with '${GREETING}'`)
+
+  const comparisons: Comparison[] = []
+  for (const name of scenarios) {
+    const scenario = SCENARIOS[name]
+    for (const connections of options.connections) {
+      const gateway = await measure(scenario.gateway, connections, options)
+      const comparator = await measure(scenario.comparator, connections, options)
+      const comparison = { scenario: name, connections, gateway, comparator, ratio: gateway.median.reqPerSec / comparator.median.reqPerSec }
+      comparisons.push(comparison)
+      printComparison(comparison, options)
+    }
+  }
+
+  const table = markdownTable(comparisons)
+  console.log('\n## Results\n')
+  console.log(table)
+  const verdicts = checks(comparisons, options)
+  console.log('\nTargets (informational):')
+  for (const check of verdicts) console.log(`  ${check.verdict}  ${check.text}`)
+
+  const failures = [...runs.values()].reduce((total, r) => total + r.failures, 0)
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = join(RESULTS_DIR, `${new Date().toISOString().replace(/:/g, '-')}.json`)
+  writeFileSync(file, JSON.stringify({
+    date: new Date().toISOString(),
+    commit: gitCommit(),
+    node: process.version,
+    cpu,
+    cores: cpus().length,
+    pinning,
+    loadgen: { tool: 'autocannon', process: 'runner', cpus: procStatus(process.pid, 'Cpus_allowed_list') },
+    options,
+    targets: startedTargets,
+    goals: { ...GOALS, rssFlatMB: RSS_FLAT_MB, rssFlatShare: RSS_FLAT_SHARE },
+    comparisons: comparisons.map(c => ({ scenario: c.scenario, connections: c.connections, gateway: c.gateway.path, comparator: c.comparator.path, ratio: c.ratio })),
+    runs: [...runs.values()],
+    checks: verdicts,
+    markdown: table,
+    failures
+  }, null, 2) + '\n')
+  console.log(`\nraw results: ${relative(process.cwd(), file)}`)
+
+  if (failures > 0) {
+    await shutdown(1, `\n!!!!! FAIL ${failures} requests failed: the figures above are not valid !!!!!`)
+  }
+  await shutdown(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+function allowedCpus (): Set<number> {
+  const list = procStatus('self', 'Cpus_allowed_list')
+  const set = new Set<number>()
+  if (list === undefined) return set
+  for (const part of list.split(',')) {
+    const [from, to] = part.split('-').map(Number)
+    if (from === undefined || Number.isNaN(from)) continue
+    for (let cpu = from; cpu <= (to ?? from); cpu++) set.add(cpu)
+  }
+  return set
+}
+
+function procStatus (pid: number | 'self', field: string): string | undefined {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find(l => l.startsWith(`${field}:`))
+    return line?.slice(field.length + 1).trim()
+  } catch {
+    return undefined
+  }
+}
+
+function rssMB (pid: number): number {
+  const kB = Number.parseInt(procStatus(pid, 'VmRSS') ?? '', 10)
+  return Number.isNaN(kB) ? Number.NaN : kB / 1024
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
+
+/** User plus system CPU time of a process, in ms. */
+function procCpuMs (pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS * 1000
+  } catch {
+    return Number.NaN
+  }
+}
+
+/** Busy and total jiffies of one core, from /proc/stat. */
+function coreTimes (cpu: number): { busy: number, total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find(l => l.startsWith(`cpu${cpu} `))
+    if (line === undefined) return undefined
+    // user nice system idle iowait irq softirq steal: guest time is already inside user.
+    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number)
+    const total = ticks.reduce((a, b) => a + b, 0)
+    return { busy: total - (ticks[3] ?? 0) - (ticks[4] ?? 0), total }
+  } catch {
+    return undefined
+  }
+}
+
+function busyShare (from: { busy: number, total: number } | undefined, to: { busy: number, total: number } | undefined): number {
+  if (from === undefined || to === undefined || to.total === from.total) return Number.NaN
+  return (to.busy - from.busy) / (to.total - from.total) * 100
+}
+
+function gitCommit (): string | undefined {
+  const res = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' })
+  return res.status === 0 ? res.stdout.trim() : undefined
+}
+
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+function sum (rounds: Round[], field: 'errors' | 'timeouts' | 'non2xx' | 'mismatches'): number {
+  return rounds.reduce((total, r) => total + r[field], 0)
+}
+
+function mergeCodes (rounds: Round[]): Record<string, number> {
+  const codes: Record<string, number> = {}
+  for (const round of rounds) for (const [code, count] of Object.entries(round.statusCodes)) codes[code] = (codes[code] ?? 0) + count
+  return codes
+}
+
+function unique<T> (items: T[]): T[] {
+  return [...new Set(items)]
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const int = (n: number): string => Math.round(n).toLocaleString('en-US')
+const ms = (n: number): string => n < 1 ? '<1' : String(Math.round(n))
+const pct = (n: number): string => Number.isNaN(n) ? '?' : `${Math.round(n)}%`
+const clip = (text: string): string => text.length > 300 ? `${text.slice(0, 300)}…` : text
+const ratio = (n: number, scenario: Scenario): string => scenario.minRatio >= 1 ? `${n.toFixed(2)}×` : n.toFixed(2)
+
+// ---------------------------------------------------------------------------------------
+// Entry: last, so every module-level constant above is initialised before main() runs.
+
+if (pinning && !reexecuted) {
+  reexecPinned()
+} else {
+  // Last resort for paths that skip shutdown(): whatever is still alive is killed outright.
+  process.on('exit', () => {
+    for (const child of children) if (!exited(child)) child.kill('SIGKILL')
+  })
+  process.on('SIGINT', () => { void shutdown(130, '\ninterrupted: stopping targets') })
+  process.on('SIGTERM', () => { void shutdown(143, '\nterminated: stopping targets') })
+  process.on('unhandledRejection', err => { void shutdown(1, `\nFAIL unhandled rejection: ${(err as Error)?.stack ?? String(err)}`) })
+  main().catch(async (err: unknown) => {
+    await shutdown(1, err instanceof BenchError ? `\nFAIL ${err.message}` : `\nFAIL unexpected error: ${(err as Error).stack ?? String(err)}`)
+  })
+}
