@@ -1,5 +1,6 @@
 import type {
   JSONRPCMessage,
+  JSONRPCNotification,
   JSONRPCRequest,
   RequestId,
   Transport,
@@ -38,6 +39,14 @@ export class MultiplexTransport implements Transport {
   #pending = new Map<number, Pending>()
   #nextId = 1
   #closed = false
+  #onClosed: (() => void) | undefined
+
+  /** `onClosed` runs when the connection ends, before waiting exchanges are answered. */
+  constructor (onClosed?: () => void) {
+    this.#onClosed = onClosed
+  }
+
+  get closed (): boolean { return this.#closed }
 
   async start (): Promise<void> {}
 
@@ -51,6 +60,11 @@ export class MultiplexTransport implements Transport {
     this.#pending.set(id, { ...exchange, clientId: message.id })
     this.onmessage?.({ ...message, id })
     return id
+  }
+
+  /** Sends a client notification (such as `notifications/initialized`) to the server. */
+  notify (message: JSONRPCNotification): void {
+    if (!this.#closed) this.onmessage?.(message)
   }
 
   /** The client went away: stop waiting, and tell the server so the handler can stop. */
@@ -79,6 +93,7 @@ export class MultiplexTransport implements Transport {
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#onClosed?.()
     for (const pending of this.#pending.values()) pending.respond(closedResponse(pending.clientId))
     this.#pending.clear()
     this.onclose?.()

@@ -45,6 +45,12 @@ const SHARED_LANE_METHODS = new Set([
   'resources/list', 'resources/templates/list', 'resources/read', 'completion/complete'
 ])
 
+/**
+ * Modern revisions the shared lane serves. The SDK does not export its own list; a revision
+ * not named here simply takes the SDK entry, which answers it from that list.
+ */
+const LANE_MODERN_REVISIONS = new Set(['2026-07-28'])
+
 /** The request field `Mcp-Name` mirrors, per method (2026-07-28 standard headers). */
 const NAMED_PARAM: Record<string, string> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' }
 
@@ -165,7 +171,7 @@ export class StreamableHttpEndpoint {
       if (route.messageKind !== 'request') return undefined
       const message = route.message
       const revision = route.classification.revision
-      if (revision === undefined || !SUPPORTED_PROTOCOL_VERSIONS.includes(revision) || version !== revision) return undefined
+      if (revision === undefined || !LANE_MODERN_REVISIONS.has(revision) || version !== revision) return undefined
       if (!SHARED_LANE_METHODS.has(message.method) || request.headers['mcp-method'] !== message.method) return undefined
       const named = NAMED_PARAM[message.method]
       if (named !== undefined && request.headers['mcp-name'] !== message.params?.[named]) return undefined
