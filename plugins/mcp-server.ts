@@ -128,9 +128,19 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
 
   const mcpRoute = { config: { mcp: true }, bodyLimit, schema: { hide: true } }
   const handleMcp = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => { await endpoint.handle(request, reply) }
-  app.post('/mcp', mcpRoute, handleMcp)
-  app.get('/mcp', mcpRoute, handleMcp)
-  app.delete('/mcp', mcpRoute, handleMcp)
+  await app.register(async (mcp) => {
+    // A GET or DELETE may carry `content-type: application/json` and no body; Fastify would
+    // reject that as an empty JSON body. An empty POST still fails: the SDK answers it.
+    const parseJson = mcp.getDefaultJsonParser('error', 'error')
+    mcp.removeContentTypeParser('application/json')
+    mcp.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+      if (body === '') done(null, undefined)
+      else parseJson(request, body as string, done)
+    })
+    mcp.post('/mcp', mcpRoute, handleMcp)
+    mcp.get('/mcp', mcpRoute, handleMcp)
+    mcp.delete('/mcp', mcpRoute, handleMcp)
+  })
 
   app.get('/tools', {
     schema: {

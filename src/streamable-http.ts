@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import {
   classifyInboundRequest,
@@ -16,9 +15,11 @@ import {
   type Server
 } from '@modelcontextprotocol/server'
 import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
-import { NodeStreamableHTTPServerTransport, toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
+import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
 import type { McpConnection } from './connection.js'
+import { acceptsJsonAndSse, hijack, sendJsonRpcError, sseFrame, startSse } from './http-exchange.js'
 import { MultiplexTransport } from './multiplex-transport.js'
+import { SessionTransport } from './session-transport.js'
 
 export interface StreamableHttpOptions {
   /** No 2025-era sessions: every request is answered on its own (the seed's mode). */
@@ -61,7 +62,7 @@ interface Lane {
 }
 
 interface Session {
-  transport: NodeStreamableHTTPServerTransport
+  transport: SessionTransport
   server: McpServer | Server
   lastSeen: number
 }
@@ -150,12 +151,12 @@ export class StreamableHttpEndpoint {
       await this.#serveOnLane(lane, request.body as JSONRPCRequest, request, reply)
       return
     }
-    const { raw, res } = hijack(request, reply)
     if (route.kind !== 'legacy' || this.#options.stateless) {
+      const { raw, res } = hijack(request, reply)
       await this.#nodeHandler(raw, res, request.body)
       return
     }
-    await this.#handleSession(request, raw, res)
+    await this.#handleSession(request, reply)
   }
 
   /**
@@ -164,8 +165,7 @@ export class StreamableHttpEndpoint {
    * irregular goes to the SDK entry, so clients get the SDK's own answers to bad requests.
    */
   #laneFor (route: InboundClassificationOutcome, request: FastifyRequest): Lane | undefined {
-    const accept = request.headers.accept ?? ''
-    if (!accept.includes('application/json') || !accept.includes('text/event-stream')) return undefined
+    if (!acceptsJsonAndSse(request)) return undefined
     const version = request.headers['mcp-protocol-version']
     if (route.kind === 'modern') {
       if (route.messageKind !== 'request') return undefined
@@ -219,7 +219,7 @@ export class StreamableHttpEndpoint {
           if (!streaming) {
             streaming = true
             hijack(request, reply)
-            res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+            startSse(res)
           }
           res.write(sseFrame(notification))
         },
@@ -235,44 +235,92 @@ export class StreamableHttpEndpoint {
     })
   }
 
-  async #handleSession (request: FastifyRequest, raw: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * 2025-era sessions. The SDK server of each session owns the protocol; the transport only
+   * frames its messages on HTTP. Transport-level checks answer as the SDK's session
+   * transport does, with the same statuses.
+   */
+  async #handleSession (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const res = reply.raw
     const sessionId = request.headers['mcp-session-id']
-    if (typeof sessionId === 'string') {
-      const session = this.#sessions.get(sessionId)
-      if (session === undefined) {
-        sendJsonRpcError(res, 404, -32001, 'Session not found')
-        return
-      }
-      session.lastSeen = Date.now()
-      await session.transport.handleRequest(raw, res, request.body)
+    const version = request.headers['mcp-protocol-version']
+    if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) {
+      reply.hijack()
+      sendJsonRpcError(res, 400, -32000, `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`)
       return
     }
+    if (request.method === 'POST' && !acceptsJsonAndSse(request)) {
+      reply.hijack()
+      sendJsonRpcError(res, 406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream')
+      return
+    }
+    if (typeof sessionId !== 'string') {
+      await this.#openSession(request, reply)
+      return
+    }
+    const session = this.#sessions.get(sessionId)
+    if (session === undefined) {
+      reply.hijack()
+      sendJsonRpcError(res, 404, -32001, 'Session not found')
+      return
+    }
+    session.lastSeen = Date.now()
+    const transport = session.transport
+    switch (request.method) {
+      case 'GET':
+        if (!(request.headers.accept ?? '').includes('text/event-stream')) {
+          reply.hijack()
+          sendJsonRpcError(res, 406, -32000, 'Not Acceptable: Client must accept text/event-stream')
+          return
+        }
+        if (transport.hasStandaloneStream) {
+          reply.hijack()
+          sendJsonRpcError(res, 409, -32000, 'Conflict: Only one SSE stream is allowed per session')
+          return
+        }
+        await transport.handleGet(request, reply)
+        return
+      case 'DELETE':
+        await transport.close()
+        void reply.code(200).send()
+        return
+      default: {
+        const body = request.body as JSONRPCMessage | JSONRPCMessage[]
+        if ((Array.isArray(body) ? body : [body]).some(message => isInitializeRequest(message))) {
+          reply.hijack()
+          sendJsonRpcError(res, 400, -32600, 'Invalid Request: Server already initialized')
+          return
+        }
+        await transport.handlePost(body, request, reply)
+      }
+    }
+  }
+
+  async #openSession (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const res = reply.raw
     if (request.method !== 'POST' || !isInitializeRequest(request.body)) {
+      reply.hijack()
       sendJsonRpcError(res, 400, -32000, 'Bad Request: Mcp-Session-Id header is required')
       return
     }
     if (this.#closing) {
+      reply.hijack()
       sendJsonRpcError(res, 503, -32000, 'Server is shutting down')
       return
     }
     if (this.#sessions.size >= this.#options.maxSessions) {
+      reply.hijack()
       sendJsonRpcError(res, 503, -32000, `Too many sessions (limit ${this.#options.maxSessions})`)
       return
     }
+    const id = randomUUID()
+    const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse })
     const server = this.#connection.createServer()
-    const transport: NodeStreamableHTTPServerTransport = new NodeStreamableHTTPServerTransport({
-      sessionIdGenerator: randomUUID,
-      enableJsonResponse: this.#options.jsonResponse,
-      maxRequestBodySize: this.#options.bodyLimit,
-      onsessioninitialized: id => {
-        this.#sessions.set(id, { transport, server, lastSeen: Date.now() })
-        this.#options.log.debug({ sessionId: id }, 'mcp session opened')
-      },
-      onsessionclosed: id => { this.#forget(id) }
-    })
-    transport.onclose = () => { if (transport.sessionId !== undefined) this.#forget(transport.sessionId) }
+    transport.onclose = () => { this.#forget(id) }
     await server.connect(transport)
-    await transport.handleRequest(raw, res, request.body)
+    this.#sessions.set(id, { transport, server, lastSeen: Date.now() })
+    this.#options.log.debug({ sessionId: id }, 'mcp session opened')
+    await transport.handlePost(request.body as unknown as JSONRPCMessage, request, reply)
   }
 
   #forget (id: string): void {
@@ -315,24 +363,3 @@ export class StreamableHttpEndpoint {
   }
 }
 
-/**
- * Takes the response away from Fastify for the SDK transport. After `hijack()` Fastify sends
- * nothing on our behalf, so headers set by earlier hooks (request id, CORS) are copied over.
- */
-function hijack (request: FastifyRequest, reply: FastifyReply): { raw: IncomingMessage, res: ServerResponse } {
-  const res = reply.raw
-  for (const [name, value] of Object.entries(reply.getHeaders())) {
-    if (value !== undefined) res.setHeader(name, value)
-  }
-  reply.hijack()
-  return { raw: request.raw, res }
-}
-
-function sseFrame (message: JSONRPCMessage): string {
-  return `event: message\ndata: ${JSON.stringify(message)}\n\n`
-}
-
-function sendJsonRpcError (res: ServerResponse, status: number, code: number, message: string): void {
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }))
-}

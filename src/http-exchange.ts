@@ -1,0 +1,37 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { JSONRPCMessage } from '@modelcontextprotocol/server'
+
+/**
+ * Takes the response away from Fastify, for streaming. After `hijack()` Fastify sends nothing
+ * on our behalf, so headers set by earlier hooks (request id, CORS) are copied over first.
+ */
+export function hijack (request: FastifyRequest, reply: FastifyReply): { raw: IncomingMessage, res: ServerResponse } {
+  const res = reply.raw
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (value !== undefined) res.setHeader(name, value)
+  }
+  reply.hijack()
+  return { raw: request.raw, res }
+}
+
+/** Starts an SSE response on a hijacked request. */
+export function startSse (res: ServerResponse, headers: Record<string, string> = {}): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', ...headers })
+  res.flushHeaders()
+}
+
+export function sseFrame (message: JSONRPCMessage): string {
+  return `event: message\ndata: ${JSON.stringify(message)}\n\n`
+}
+
+/** Whether the client accepts both answers Streamable HTTP may give: JSON and SSE. */
+export function acceptsJsonAndSse (request: FastifyRequest): boolean {
+  const accept = request.headers.accept ?? ''
+  return accept.includes('application/json') && accept.includes('text/event-stream')
+}
+
+export function sendJsonRpcError (res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers })
+  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }))
+}

@@ -1,0 +1,118 @@
+import t from 'tap'
+import { once } from 'node:events'
+import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { listen } from '../helper.js'
+import { createGreetServer } from '../../servers/greet/index.js'
+import { createProgressServer, toolEvents } from '../fixtures/servers.js'
+
+// 2025-era sessions, at the HTTP level: what a client sees on the wire.
+
+const accept = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
+
+async function openSession (base: string, path: string): Promise<Record<string, string>> {
+  const init = await fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: accept,
+    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } })
+  })
+  const sessionId = init.headers.get('mcp-session-id')
+  if (sessionId === null) throw new Error(`no session: ${init.status} ${await init.text()}`)
+  await init.body?.cancel()
+  const headers = { ...accept, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }
+  await fetch(`${base}${path}`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })
+  return headers
+}
+
+t.test('progress in a session streams on the POST as SSE', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'progress', factory: createProgressServer }] })
+  const client = new LegacyClient({ name: 'legacy-test', version: '1.0.0' })
+  await client.connect(new LegacyTransport(new URL(`${base}/progress/mcp`)))
+  t.teardown(() => client.close())
+  const seen: number[] = []
+  const result = await client.callTool({ name: 'count', arguments: { label: 'stars' } }, undefined, { onprogress: progress => { seen.push(progress.progress) } })
+  t.same(seen, [1, 2, 3])
+  t.same(result.content, [{ type: 'text', text: 'counted stars' }])
+})
+
+t.test('with jsonResponse a session answers with one JSON body', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, jsonResponse: true }] })
+  const headers = await openSession(base, '/greet/mcp')
+  const res = await fetch(`${base}/greet/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 'x', method: 'tools/call', params: { name: 'echoHai', arguments: { userName: 'Ada' } } }) })
+  t.match(res.headers.get('content-type'), /application\/json/)
+  t.equal(res.headers.get('mcp-session-id'), headers['mcp-session-id'])
+  t.same(await res.json(), { jsonrpc: '2.0', id: 'x', result: { content: [{ type: 'text', text: 'Hello, Ada!' }] } })
+})
+
+t.test('a batch of requests is answered with an array, in order', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, jsonResponse: true }] })
+  const headers = await openSession(base, '/greet/mcp')
+  const res = await fetch(`${base}/greet/mcp`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify([
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echoHai', arguments: { userName: 'A' } } },
+      { jsonrpc: '2.0', id: 2, method: 'ping' }
+    ])
+  })
+  const answers = await res.json()
+  t.same(answers.map((a: { id: number }) => a.id), [1, 2])
+  t.same(answers[0].result.content, [{ type: 'text', text: 'Hello, A!' }])
+})
+
+t.test('transport errors answer as the SDK transport does', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer }] })
+  const headers = await openSession(base, '/greet/mcp')
+  const call = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })
+
+  const jsonOnly = await fetch(`${base}/greet/mcp`, { method: 'POST', headers: { ...headers, accept: 'application/json' }, body: call })
+  t.equal(jsonOnly.status, 406)
+  t.match(await jsonOnly.json(), { error: { message: /must accept both application\/json and text\/event-stream/ } })
+
+  const badVersion = await fetch(`${base}/greet/mcp`, { method: 'POST', headers: { ...headers, 'mcp-protocol-version': '1999-01-01' }, body: call })
+  t.equal(badVersion.status, 400)
+  t.match(await badVersion.json(), { error: { message: /Unsupported protocol version: 1999-01-01/ } })
+
+  const again = await fetch(`${base}/greet/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }) })
+  t.equal(again.status, 400)
+  t.match(await again.json(), { error: { message: /already initialized/ } })
+
+  const notification = await fetch(`${base}/greet/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/roots/list_changed' }) })
+  t.equal(notification.status, 202)
+})
+
+t.test('a client that disconnects mid-call in a session cancels the tool', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'progress', factory: createProgressServer }] })
+  const headers = await openSession(base, '/progress/mcp')
+  const controller = new AbortController()
+  const started = once(toolEvents, 'hold:started')
+  const response = fetch(`${base}/progress/mcp`, {
+    method: 'POST', headers, signal: controller.signal, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'hold', arguments: {} } })
+  }).catch(err => err)
+  await started
+  const cancelled = once(toolEvents, 'hold:cancelled')
+  controller.abort()
+  await cancelled
+  t.match(await response, { name: 'AbortError' })
+  // The session lives on.
+  const ping = await fetch(`${base}/progress/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'ping' }) })
+  t.equal(ping.status, 200)
+})
+
+t.test('sessions past maxSessions are refused with 503; DELETE frees one', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, maxSessions: 1 }] })
+  const first = await openSession(base, '/greet/mcp')
+  await t.rejects(openSession(base, '/greet/mcp'), /no session: 503 .*Too many sessions \(limit 1\)/)
+  const deleted = await fetch(`${base}/greet/mcp`, { method: 'DELETE', headers: first })
+  t.equal(deleted.status, 200)
+  await t.resolves(openSession(base, '/greet/mcp'))
+})
+
+t.test('an empty POST body gets a JSON-RPC parse error; an empty DELETE body is fine', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer }] })
+  const empty = await fetch(`${base}/greet/mcp`, { method: 'POST', headers: accept, body: '' })
+  t.equal(empty.status, 400)
+  t.match(await empty.json(), { jsonrpc: '2.0', error: { code: -32700 } }, 'a JSON-RPC parse error')
+  const headers = await openSession(base, '/greet/mcp')
+  t.equal((await fetch(`${base}/greet/mcp`, { method: 'DELETE', headers })).status, 200, 'DELETE with content-type and no body')
+})
