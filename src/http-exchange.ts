@@ -31,7 +31,7 @@ export function acceptsJsonAndSse (request: FastifyRequest): boolean {
   return accept.includes('application/json') && accept.includes('text/event-stream')
 }
 
-export function sendJsonRpcError (res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers })
-  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }))
+/** A transport-level refusal, as a JSON-RPC error object (its request id is not known). */
+export function rejectJsonRpc (reply: FastifyReply, status: number, code: number, message: string): void {
+  void reply.code(status).type('application/json').send(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }))
 }

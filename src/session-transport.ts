@@ -10,6 +10,8 @@ import {
 } from '@modelcontextprotocol/server'
 import { hijack, sseFrame, startSse } from './http-exchange.js'
 
+const KEEP_ALIVE_MS = 15_000
+
 /** One POST waiting for the answers to the requests it carried. */
 class PostExchange {
   readonly #transport: SessionTransport
@@ -134,8 +136,12 @@ export class SessionTransport implements Transport {
     const { res } = hijack(request, reply)
     startSse(res, { 'mcp-session-id': this.sessionId })
     this.#standalone = res
+    // Proxies and load balancers cut connections that stay silent; an SSE comment is
+    // ignored by clients (the SDK's own transports send one every 15 s too).
+    const keepAlive = setInterval(() => { res.write(': keep-alive\n\n') }, KEEP_ALIVE_MS).unref()
     return new Promise(resolve => {
       res.once('close', () => {
+        clearInterval(keepAlive)
         if (this.#standalone === res) this.#standalone = undefined
         resolve()
       })

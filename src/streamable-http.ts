@@ -17,7 +17,7 @@ import {
 import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
 import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
 import type { McpConnection } from './connection.js'
-import { acceptsJsonAndSse, hijack, sendJsonRpcError, sseFrame, startSse } from './http-exchange.js'
+import { acceptsJsonAndSse, hijack, rejectJsonRpc, sseFrame, startSse } from './http-exchange.js'
 import { MultiplexTransport } from './multiplex-transport.js'
 import { SessionTransport } from './session-transport.js'
 
@@ -73,8 +73,9 @@ interface Session {
  * - 2026-07-28 requests (per-request `_meta` envelope) go to the SDK's `createMcpHandler`,
  *   which owns the validation ladder, `server/discover` and `subscriptions/listen`.
  * - 2025-era requests get a stateful session (`Mcp-Session-Id`, GET stream, DELETE,
- *   server→client requests), one SDK transport and server instance per session; or, with
- *   `stateless`, the SDK's stateless fallback answers each request on its own.
+ *   server→client requests): one SDK server instance per session, framed on HTTP by
+ *   `SessionTransport`; or, with `stateless`, the SDK's stateless fallback answers each
+ *   request on its own.
  *
  * The SDK's entry builds a server instance per request, the dominant cost of its stateless
  * path. So ordinary stateless requests (2026-07-28 ones, and 2025-era ones with `stateless`)
@@ -215,7 +216,7 @@ export class StreamableHttpEndpoint {
       res.once('close', onClose)
       id = lane.mux.request(message, {
         notify: (notification: JSONRPCMessage) => {
-          if (done || !(request.headers.accept ?? '').includes('text/event-stream')) return
+          if (done) return
           if (!streaming) {
             streaming = true
             hijack(request, reply)
@@ -241,17 +242,14 @@ export class StreamableHttpEndpoint {
    * transport does, with the same statuses.
    */
   async #handleSession (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const res = reply.raw
     const sessionId = request.headers['mcp-session-id']
     const version = request.headers['mcp-protocol-version']
     if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) {
-      reply.hijack()
-      sendJsonRpcError(res, 400, -32000, `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`)
+      rejectJsonRpc(reply, 400, -32000, `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`)
       return
     }
     if (request.method === 'POST' && !acceptsJsonAndSse(request)) {
-      reply.hijack()
-      sendJsonRpcError(res, 406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream')
+      rejectJsonRpc(reply, 406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream')
       return
     }
     if (typeof sessionId !== 'string') {
@@ -260,8 +258,7 @@ export class StreamableHttpEndpoint {
     }
     const session = this.#sessions.get(sessionId)
     if (session === undefined) {
-      reply.hijack()
-      sendJsonRpcError(res, 404, -32001, 'Session not found')
+      rejectJsonRpc(reply, 404, -32001, 'Session not found')
       return
     }
     session.lastSeen = Date.now()
@@ -269,13 +266,11 @@ export class StreamableHttpEndpoint {
     switch (request.method) {
       case 'GET':
         if (!(request.headers.accept ?? '').includes('text/event-stream')) {
-          reply.hijack()
-          sendJsonRpcError(res, 406, -32000, 'Not Acceptable: Client must accept text/event-stream')
+          rejectJsonRpc(reply, 406, -32000, 'Not Acceptable: Client must accept text/event-stream')
           return
         }
         if (transport.hasStandaloneStream) {
-          reply.hijack()
-          sendJsonRpcError(res, 409, -32000, 'Conflict: Only one SSE stream is allowed per session')
+          rejectJsonRpc(reply, 409, -32000, 'Conflict: Only one SSE stream is allowed per session')
           return
         }
         await transport.handleGet(request, reply)
@@ -287,8 +282,7 @@ export class StreamableHttpEndpoint {
       default: {
         const body = request.body as JSONRPCMessage | JSONRPCMessage[]
         if ((Array.isArray(body) ? body : [body]).some(message => isInitializeRequest(message))) {
-          reply.hijack()
-          sendJsonRpcError(res, 400, -32600, 'Invalid Request: Server already initialized')
+          rejectJsonRpc(reply, 400, -32600, 'Invalid Request: Server already initialized')
           return
         }
         await transport.handlePost(body, request, reply)
@@ -297,20 +291,16 @@ export class StreamableHttpEndpoint {
   }
 
   async #openSession (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const res = reply.raw
     if (request.method !== 'POST' || !isInitializeRequest(request.body)) {
-      reply.hijack()
-      sendJsonRpcError(res, 400, -32000, 'Bad Request: Mcp-Session-Id header is required')
+      rejectJsonRpc(reply, 400, -32000, 'Bad Request: Mcp-Session-Id header is required')
       return
     }
     if (this.#closing) {
-      reply.hijack()
-      sendJsonRpcError(res, 503, -32000, 'Server is shutting down')
+      rejectJsonRpc(reply, 503, -32000, 'Server is shutting down')
       return
     }
     if (this.#sessions.size >= this.#options.maxSessions) {
-      reply.hijack()
-      sendJsonRpcError(res, 503, -32000, `Too many sessions (limit ${this.#options.maxSessions})`)
+      rejectJsonRpc(reply, 503, -32000, `Too many sessions (limit ${this.#options.maxSessions})`)
       return
     }
     const id = randomUUID()
@@ -334,7 +324,8 @@ export class StreamableHttpEndpoint {
   #sweep (): void {
     const idleSince = Date.now() - this.#options.sessionIdleMs
     for (const [id, session] of this.#sessions) {
-      if (session.lastSeen < idleSince) {
+      // A client holding the GET stream open is listening, not idle.
+      if (session.lastSeen < idleSince && !session.transport.hasStandaloneStream) {
         this.#options.log.info({ sessionId: id }, 'closing idle mcp session')
         session.transport.close().catch(() => {})
         this.#forget(id)
