@@ -45,6 +45,15 @@ const SHARED_LANE_METHODS = new Set([
   'ping', 'tools/list', 'tools/call', 'prompts/list', 'prompts/get',
   'resources/list', 'resources/templates/list', 'resources/read', 'completion/complete'
 ])
+/** 2026-07-28 removed `ping`; the SDK entry gives the 404 the revision asks for. */
+const MODERN_LANE_METHODS = new Set([...SHARED_LANE_METHODS].filter(method => method !== 'ping'))
+
+/**
+ * HTTP status of a 2026-07-28 error answer, as the SDK entry gives it: errors are in-band
+ * (200) except a missing client capability (400) and a method with no handler, which the
+ * entry rejects before dispatch (404). 2025-era errors are always 200.
+ */
+const MODERN_ERROR_STATUS: Record<number, number> = { [-32601]: 404, [-32021]: 400 }
 
 /**
  * Modern revisions the shared lane serves. The SDK does not export its own list; a revision
@@ -57,6 +66,7 @@ const NAMED_PARAM: Record<string, string> = { 'tools/call': 'name', 'prompts/get
 
 /** A long-lived SDK connection pinned to one protocol era, shared by stateless requests. */
 interface Lane {
+  era: 'legacy' | 'modern'
   mux: MultiplexTransport
   handle: StdioServerHandle
 }
@@ -173,7 +183,7 @@ export class StreamableHttpEndpoint {
       const message = route.message
       const revision = route.classification.revision
       if (revision === undefined || !LANE_MODERN_REVISIONS.has(revision) || version !== revision) return undefined
-      if (!SHARED_LANE_METHODS.has(message.method) || request.headers['mcp-method'] !== message.method) return undefined
+      if (!MODERN_LANE_METHODS.has(message.method) || request.headers['mcp-method'] !== message.method) return undefined
       const named = NAMED_PARAM[message.method]
       if (named !== undefined && request.headers['mcp-name'] !== message.params?.[named]) return undefined
       if (message.method === 'tools/call' && this.#headerTools.has(String(message.params?.name))) return undefined
@@ -194,7 +204,7 @@ export class StreamableHttpEndpoint {
         legacy: era === 'modern' ? 'reject' : 'serve',
         onerror: err => { this.#options.log.debug({ err }, 'mcp lane error') }
       })
-      lane = { mux, handle }
+      lane = { era, mux, handle }
       this.#lanes.set(key, lane)
     }
     return lane
@@ -228,8 +238,12 @@ export class StreamableHttpEndpoint {
           if (done) return
           done = true
           res.off('close', onClose)
-          if (streaming) res.end(sseFrame(response))
-          else void reply.code(200).type('application/json').send(JSON.stringify(response))
+          if (streaming) {
+            res.end(sseFrame(response))
+          } else {
+            const status = lane.era === 'modern' && 'error' in response ? MODERN_ERROR_STATUS[response.error.code] ?? 200 : 200
+            void reply.code(status).type('application/json').send(JSON.stringify(response))
+          }
           resolve()
         }
       })

@@ -87,3 +87,30 @@ t.test('a server→client request without a session fails the call at once', asy
   t.equal(body.result.isError, true)
   t.match(body.result.content[0].text, /elicitation/i)
 })
+
+t.test('2026-07-28 errors carry the HTTP status the revision asks for', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, stateless: true }] })
+  const modern = (method: string, params: Record<string, unknown> = {}): RequestInit => ({
+    method: 'POST',
+    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: modernMeta } })
+  })
+  // A method the server has no handler for: rejected before dispatch, 404.
+  const prompts = await fetch(`${base}/greet/mcp`, modern('prompts/list'))
+  t.equal(prompts.status, 404)
+  t.match(await prompts.json(), { id: 1, error: { code: -32601 } })
+  // ping was removed in 2026-07-28.
+  const ping = await fetch(`${base}/greet/mcp`, modern('ping'))
+  t.equal(ping.status, 404)
+  // A handler's own error is in-band: 200.
+  const unknownTool = await fetch(`${base}/greet/mcp`, {
+    ...modern('tools/call', { name: 'nope', arguments: {} }),
+    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'nope' }
+  })
+  t.equal(unknownTool.status, 200)
+  t.match(await unknownTool.json(), { id: 1, error: { code: -32602 } })
+  // The 2025 era answers JSON-RPC errors with 200.
+  const legacy = await fetch(`${base}/greet/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'prompts/list' }) })
+  t.equal(legacy.status, 200)
+  t.match(await legacy.json(), { id: 2, error: { code: -32601 } })
+})
