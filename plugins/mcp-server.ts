@@ -23,6 +23,9 @@ import { callToolResultSchema, ErrorRef } from '../src/rest-schemas.js'
 import { StreamableHttpEndpoint } from '../src/streamable-http.js'
 import { documentedSchema, toolValidatorCompiler, validationSchema } from '../src/tool-schemas.js'
 
+/** Tool names that can be a static route segment as they are. */
+const ROUTE_SAFE_NAME = /^[A-Za-z0-9_.-]+$/
+
 const OptionsSchema = Type.Object({
   /** Name in logs, tags, operation ids and `/ready`. Required: it is the server's identity. */
   name: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
@@ -151,10 +154,17 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     }
   }, async () => ({ server: name, tools: connection.tools() }))
 
-  for (const tool of connection.tools()) registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
+  // A name that is not a plain path segment (`a/b`, `x:y`, spaces) would break or
+  // parametrize a static route; such tools are reached through the parametric route below.
+  const routable = connection.tools().filter(tool => ROUTE_SAFE_NAME.test(tool.name))
+  for (const tool of routable) registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
+  const unroutable = new Set(connection.tools().filter(tool => !ROUTE_SAFE_NAME.test(tool.name)).map(tool => tool.name))
+  if (unroutable.size > 0) log.warn({ tools: [...unroutable] }, 'tools with names that are not plain path segments are served undocumented at /tools/<url-encoded name>')
 
-  app.post('/tools/:tool', { bodyLimit, schema: { hide: true } }, async (request) => {
-    throw new ToolNotFoundError((request.params as { tool: string }).tool, name)
+  app.post('/tools/:tool', { bodyLimit, schema: { hide: true } }, async (request, reply) => {
+    const tool = (request.params as { tool: string }).tool
+    if (!unroutable.has(tool)) throw new ToolNotFoundError(tool, name)
+    return await toolHandler(name, connection, tool, timeoutMs)(request, reply)
   })
 }
 
@@ -191,22 +201,30 @@ function registerToolRoute (app: FastifyInstance, server: string, connection: Mc
         504: { description: 'The tool did not answer in time', ...ErrorRef }
       }
     }
-  }, async (request, reply) => {
+  }, toolHandler(server, connection, tool.name, limits.timeoutMs))
+}
+
+/**
+ * Calls one tool with the request body as its arguments. The tool's own error result
+ * (`isError: true`) is a 422; failures of the call itself are mapped by `toCallError`.
+ */
+function toolHandler (server: string, connection: McpConnection, tool: string, timeoutMs: number) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
     const controller = new AbortController()
     // The client went away before the answer: cancel the call rather than finish it for nobody.
     const onClose = (): void => { if (!reply.raw.writableFinished) controller.abort() }
     reply.raw.once('close', onClose)
-    request.log.debug({ tool: tool.name, args: request.body }, 'tool call')
+    request.log.debug({ tool, args: request.body }, 'tool call')
     try {
-      const result = await connection.callTool(tool.name, request.body as Record<string, unknown>, { signal: controller.signal, timeoutMs: limits.timeoutMs })
-      if (result.isError === true) return reply.code(TOOL_ERROR_STATUS).send({ ...result, code: TOOL_ERROR_CODE })
+      const result = await connection.callTool(tool, (request.body ?? {}) as Record<string, unknown>, { signal: controller.signal, timeoutMs })
+      if (result.isError === true) return await reply.code(TOOL_ERROR_STATUS).send({ ...result, code: TOOL_ERROR_CODE })
       return result
     } catch (err) {
-      throw toCallError(err, server, tool.name, limits.timeoutMs, connection)
+      throw toCallError(err, server, tool, timeoutMs, connection)
     } finally {
       reply.raw.off('close', onClose)
     }
-  })
+  }
 }
 
 /** Tells a gateway-side failure (timeout, dead server) from the tool's own error result. */

@@ -2,7 +2,7 @@ import t from 'tap'
 import { build, json } from '../helper.js'
 import { builtinEntries } from '../../src/app.js'
 import { createGreetServer } from '../../servers/greet/index.js'
-import { createCrashingServer, createDefsServer, createSlowServer } from '../fixtures/servers.js'
+import { createOddNamesServer, createCrashingServer, createDefsServer, createSlowServer } from '../fixtures/servers.js'
 
 t.test('the seed examples answer 200 with the CallToolResult', async t => {
   const app = await build(t)
@@ -156,4 +156,18 @@ t.test('allowedHosts admits a configured public name', async t => {
   t.equal(ok.statusCode, 200)
   const other = await app.inject({ method: 'POST', url: '/greet/tools/echoHai', headers: { ...json, host: 'localhost' }, payload: { userName: 'Ada' } })
   t.equal(other.statusCode, 403)
+})
+
+t.test('tools whose names are not plain path segments are called URL-encoded', async t => {
+  const app = await build(t, { servers: [{ name: 'odd', factory: createOddNamesServer }] })
+  for (const name of ['files/read', 'ns:tool', 'plain']) {
+    const res = await app.inject({ method: 'POST', url: `/odd/tools/${encodeURIComponent(name)}`, headers: json, payload: {} })
+    t.equal(res.statusCode, 200, name)
+    t.same(res.json().content, [{ type: 'text', text: `called ${name}` }])
+  }
+  const missing = await app.inject({ method: 'POST', url: '/odd/tools/files%2Fwrite', headers: json, payload: {} })
+  t.equal(missing.statusCode, 404)
+  t.equal(missing.json().message, "Tool 'files/write' not found on server 'odd'")
+  const document = (await app.inject({ method: 'GET', url: '/docs/json' })).json()
+  t.same(Object.keys(document.paths).filter(path => path.startsWith('/odd/')), ['/odd/tools', '/odd/tools/plain'])
 })
