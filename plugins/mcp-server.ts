@@ -31,7 +31,7 @@ const OptionsSchema = Type.Object({
   name: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
   /** No 2025-era sessions, each request answered on its own (the seed's mode). Default `false`: sessions, as most clients expect. */
   stateless: Type.Optional(Type.Boolean()),
-  /** 2025-era session responses as one JSON body rather than SSE. Default `false`: SSE carries progress and logs mid-call. */
+  /** Never answer a 2025-era session POST as SSE; messages the server sends mid-call go to the session's GET stream. Default `false`: a POST is answered as JSON, or as SSE once the server sends progress, a log or a request during it. */
   jsonResponse: Type.Optional(Type.Boolean()),
   /** Per-call timeout of a REST tool call, in ms. Default 60000: the SDK's own default request timeout. */
   timeoutMs: Type.Optional(Type.Integer({ minimum: 1 })),

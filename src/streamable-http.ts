@@ -24,7 +24,7 @@ import { SessionTransport } from './session-transport.js'
 export interface StreamableHttpOptions {
   /** No 2025-era sessions: every request is answered on its own (the seed's mode). */
   stateless: boolean
-  /** Answer 2025-era session requests with one JSON body instead of an SSE stream. */
+  /** Never upgrade a 2025-era session POST to SSE; mid-call messages go to the GET stream. */
   jsonResponse: boolean
   /** Most 2025-era sessions kept at once; a new `initialize` beyond it answers 503. */
   maxSessions: number
