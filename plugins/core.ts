@@ -103,6 +103,12 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'degraded', servers })
   })
 
+  // Graceful shutdown: Node's server.close() closes the connections idle at that moment, but
+  // a keep-alive connection whose request was still in flight becomes idle afterwards and
+  // would hold close() up for Fastify's 72 s keep-alive timeout. Once shutdown begins, a
+  // connection idles for one millisecond at most.
+  app.addHook('preClose', async () => { app.server.keepAliveTimeout = 1 })
+
   app.setNotFoundHandler(async (request) => {
     const [, server, kind] = new URL(request.url, 'http://gateway').pathname.split('/')
     if (server !== undefined && (kind === 'tools' || kind === 'mcp') && !app.mcpServers.has(server)) {

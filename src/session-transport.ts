@@ -108,6 +108,12 @@ export class SessionTransport implements Transport {
 
   get hasStandaloneStream (): boolean { return this.#standalone !== undefined }
 
+  /** Ends the GET stream, if open; the client may open another. */
+  endStandaloneStream (): void {
+    this.#standalone?.end()
+    this.#standalone = undefined
+  }
+
   /** Handles a POST carrying one message or a batch; resolves when its answer is complete. */
   async handlePost (body: JSONRPCMessage | JSONRPCMessage[], request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const messages = Array.isArray(body) ? body : [body]

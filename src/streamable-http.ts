@@ -347,21 +347,27 @@ export class StreamableHttpEndpoint {
     }
   }
 
-  /** Ends open SSE streams and sessions so in-flight streams do not hold up shutdown. */
+  /**
+   * First step of shutdown (preClose): refuse new sessions and end the streams that would
+   * never end on their own (sessions' GET streams, `subscriptions/listen` streams), so the
+   * server can close. Calls in flight are left to finish.
+   */
   async closeStreams (): Promise<void> {
     this.#closing = true
     clearInterval(this.#sweeper)
+    for (const session of this.#sessions.values()) session.transport.endStandaloneStream()
+    await this.#handler.close()
+  }
+
+  /** Last step of shutdown (onClose), once in-flight requests are done: release everything. */
+  async close (): Promise<void> {
+    await this.closeStreams()
     const sessions = [...this.#sessions.values()]
     this.#sessions.clear()
     await Promise.allSettled(sessions.map(async s => { await s.transport.close(); await s.server.close() }))
-    await this.#handler.close()
     const lanes = [...this.#lanes.values()]
     this.#lanes.clear()
     await Promise.allSettled(lanes.map(lane => lane.handle.close()))
-  }
-
-  async close (): Promise<void> {
-    await this.closeStreams()
     const pooled = [...this.#pools.legacy, ...this.#pools.modern]
     this.#pools = { legacy: [], modern: [] }
     await Promise.allSettled(pooled.map(s => s.close()))
