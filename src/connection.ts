@@ -78,10 +78,12 @@ export class InProcessConnection implements McpConnection {
     try {
       // The server ending its connection on its own (a crash, a tool that closes it) takes
       // it down: calls in flight fail with 502, later calls get 503.
-      const mux = new MultiplexTransport(() => {
-        if (this.#state === 'up' || this.#state === 'starting') {
-          this.#state = 'down'
-          this.#failure = 'the server closed its connection'
+      const mux = new MultiplexTransport({
+        onClosed: () => {
+          if (this.#state === 'up' || this.#state === 'starting') {
+            this.#state = 'down'
+            this.#failure = 'the server closed its connection'
+          }
         }
       })
       this.#mux = mux

@@ -28,8 +28,7 @@ interface Pending extends Exchange {
  * session transport serves one client. Each request gets a connection-unique id on the way
  * in, so two clients that both send `"id": 1` never collide, and its own id back on the way
  * out. Notifications the server relates to a request go to that request's exchange; the
- * rest (list changes, unrelated logs) have nowhere to go in stateless serving and are
- * dropped. A server→client request (sampling, elicitation) cannot be answered without a
+ * rest (list changes) go to `onUnrelated`, or are dropped. A server→client request (sampling, elicitation) cannot be answered without a
  * session, so it is refused at once rather than left to time out.
  */
 export class MultiplexTransport implements Transport {
@@ -40,10 +39,15 @@ export class MultiplexTransport implements Transport {
   #nextId = 1
   #closed = false
   #onClosed: (() => void) | undefined
+  #onUnrelated: ((message: JSONRPCNotification) => void) | undefined
 
-  /** `onClosed` runs when the connection ends, before waiting exchanges are answered. */
-  constructor (onClosed?: () => void) {
-    this.#onClosed = onClosed
+  /**
+   * @param options.onClosed runs when the connection ends, before waiting exchanges are answered.
+   * @param options.onUnrelated receives notifications tied to no request (list changes).
+   */
+  constructor (options: { onClosed?: () => void, onUnrelated?: (message: JSONRPCNotification) => void } = {}) {
+    this.#onClosed = options.onClosed
+    this.#onUnrelated = options.onUnrelated
   }
 
   get closed (): boolean { return this.#closed }
@@ -88,6 +92,7 @@ export class MultiplexTransport implements Transport {
     }
     const related = options?.relatedRequestId
     if (related !== undefined) this.#pending.get(related as number)?.notify(message)
+    else this.#onUnrelated?.(message as JSONRPCNotification)
   }
 
   async close (): Promise<void> {

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import {
+  CLIENT_CAPABILITIES_META_KEY,
+  CLIENT_INFO_META_KEY,
   classifyInboundRequest,
+  PROTOCOL_VERSION_META_KEY,
   createMcpHandler,
   isInitializeRequest,
   isJSONRPCRequest,
@@ -9,6 +12,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
   type InboundClassificationOutcome,
   type JSONRPCMessage,
+  type JSONRPCNotification,
   type JSONRPCRequest,
   type McpHttpHandler,
   type McpRequestContext,
@@ -198,16 +202,48 @@ export class StreamableHttpEndpoint {
   #lane (key: string, era: 'legacy' | 'modern'): Lane {
     let lane = this.#lanes.get(key)
     if (lane === undefined) {
-      const mux = new MultiplexTransport()
+      // A list change announced by the shared instance reaches the 2026-07-28 clients
+      // listening for it on `subscriptions/listen` streams, which the SDK entry serves.
+      const mux = new MultiplexTransport({ onUnrelated: message => { this.#publish(message) } })
       const handle = serveStdio(ctx => this.#connection.createServer(ctx), {
         transport: mux,
         legacy: era === 'modern' ? 'reject' : 'serve',
         onerror: err => { this.#options.log.debug({ err }, 'mcp lane error') }
       })
+      if (era === 'modern') {
+        // Under this entry a 2026-07-28 instance's list changes go only to listen
+        // subscriptions on its own connection, so the gateway holds one open for the
+        // lifetime of the lane and passes what arrives to the HTTP listen streams.
+        mux.request({
+          jsonrpc: '2.0',
+          id: 0,
+          method: 'subscriptions/listen',
+          params: {
+            notifications: { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true },
+            _meta: {
+              [PROTOCOL_VERSION_META_KEY]: key,
+              [CLIENT_INFO_META_KEY]: { name: 'fastify-mcp-gateway', version: '1.0.0' },
+              [CLIENT_CAPABILITIES_META_KEY]: {}
+            }
+          }
+        }, { respond () {}, notify () {} })
+      }
       lane = { era, mux, handle }
       this.#lanes.set(key, lane)
     }
     return lane
+  }
+
+  #publish (message: JSONRPCNotification): void {
+    const notify = this.#handler.notify
+    switch (message.method) {
+      case 'notifications/tools/list_changed': notify.toolsChanged(); break
+      case 'notifications/prompts/list_changed': notify.promptsChanged(); break
+      case 'notifications/resources/list_changed': notify.resourcesChanged(); break
+      case 'notifications/resources/updated':
+        if (typeof message.params?.uri === 'string') notify.resourceUpdated(message.params.uri)
+        break
+    }
   }
 
   /** Answers one request on a lane: JSON, or SSE once the server sends a related notification. */

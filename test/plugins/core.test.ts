@@ -3,6 +3,7 @@ import SwaggerParser from '@apidevtools/swagger-parser'
 import { build, json } from '../helper.js'
 import { builtinEntries } from '../../src/app.js'
 import { createDefsServer, createFailingServer } from '../fixtures/servers.js'
+import { createConformanceServer } from '../fixtures/conformance/server.js'
 
 t.test('/health answers 200', async t => {
   const app = await build(t)
@@ -67,6 +68,18 @@ t.test('the OpenAPI document is valid 3.1 with one operation per tool', async t 
   const order = document.paths['/defs/tools/order'].post.requestBody.content['application/json'].schema
   t.same(order.properties.item, { $ref: '#/components/schemas/defs.order.input.Item' })
   t.match(document.components.schemas['defs.order.input.Item'], { type: 'object', required: ['sku', 'qty'] })
+})
+
+t.test('the conformance fixture\'s 2020-12 schemas still make a valid document', async t => {
+  // $anchor, allOf/anyOf, if/then/else and x-mcp-header: real-world schema features.
+  const app = await build(t, { servers: [{ name: 'conformance', factory: createConformanceServer }] })
+  const document = (await app.inject({ method: 'GET', url: '/docs/json' })).json()
+  await t.resolves(SwaggerParser.validate(structuredClone(document)))
+  const tool = document.paths['/conformance/tools/json_schema_2020_12_tool'].post.requestBody.content['application/json'].schema
+  t.same(tool.properties.address, { $ref: '#/components/schemas/conformance.json_schema_2020_12_tool.input.address' })
+  const call = await app.inject({ method: 'POST', url: '/conformance/tools/json_schema_2020_12_tool', payload: { name: 'Ada', contactMethod: 'phone' } })
+  t.equal(call.statusCode, 400, 'if/then/else is enforced: phone is required when contactMethod is phone')
+  t.match(call.json().details, [{ field: 'phone' }])
 })
 
 t.test('Swagger UI at /docs and ReDoc at /redoc work offline', async t => {

@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { listen } from '../helper.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { createAskingServer, createProgressServer, toolEvents } from '../fixtures/servers.js'
+import { createConformanceServer } from '../fixtures/conformance/server.js'
 
 // Stateless requests of both eras are answered on one shared, long-lived connection per
 // server and era. These tests pin down what sharing must never change for a client.
@@ -113,4 +114,35 @@ t.test('2026-07-28 errors carry the HTTP status the revision asks for', async t 
   const legacy = await fetch(`${base}/greet/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'prompts/list' }) })
   t.equal(legacy.status, 200)
   t.match(await legacy.json(), { id: 2, error: { code: -32601 } })
+})
+
+t.test('a list change announced during a call reaches 2026-07-28 listen streams', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'conformance', factory: createConformanceServer, stateless: true }] })
+  const controller = new AbortController()
+  t.teardown(() => { controller.abort() })
+  const stream = await fetch(`${base}/conformance/mcp`, {
+    method: 'POST',
+    signal: controller.signal,
+    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'subscriptions/listen' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 'listen', method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: modernMeta } })
+  })
+  t.equal(stream.status, 200)
+  const reader = (stream.body as ReadableStream<Uint8Array>).getReader()
+  const decoder = new TextDecoder()
+  let buffered = ''
+  async function nextMessage (): Promise<{ method?: string }> {
+    while (!buffered.includes('\n\n')) {
+      const { value, done } = await reader.read()
+      if (done) throw new Error('the listen stream ended')
+      buffered += decoder.decode(value, { stream: true })
+    }
+    const frame = buffered.slice(0, buffered.indexOf('\n\n'))
+    buffered = buffered.slice(buffered.indexOf('\n\n') + 2)
+    const data = frame.split('\n').find(line => line.startsWith('data: '))
+    return data === undefined ? await nextMessage() : JSON.parse(data.slice(6))
+  }
+  t.match(await nextMessage(), { method: 'notifications/subscriptions/acknowledged' })
+  const trigger = await fetch(`${base}/conformance/mcp`, modernCall('test_trigger_tool_change', {}, 5))
+  t.match(await trigger.json(), { id: 5, result: {} })
+  t.match(await nextMessage(), { method: 'notifications/tools/list_changed' })
 })
