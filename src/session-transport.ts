@@ -12,6 +12,16 @@ import { hijack, sseFrame, startSse } from './http-exchange.js'
 
 const KEEP_ALIVE_MS = 15_000
 
+/**
+ * Proxies and load balancers cut connections that stay silent, and a tool may think for
+ * minutes: an SSE comment every 15 s keeps the stream alive and is ignored by clients (the
+ * SDK's own transports send one at the same pace).
+ */
+function keepAlive (res: ServerResponse): void {
+  const timer = setInterval(() => { res.write(': keep-alive\n\n') }, KEEP_ALIVE_MS).unref()
+  res.once('close', () => { clearInterval(timer) })
+}
+
 /** One POST waiting for the answers to the requests it carried. */
 class PostExchange {
   readonly #transport: SessionTransport
@@ -47,8 +57,10 @@ class PostExchange {
   stream (message: JSONRPCMessage): boolean {
     if (this.#done) return false
     if (this.#res === undefined) {
-      this.#res = hijack(this.#request, this.#reply).res
-      startSse(this.#res, { 'mcp-session-id': this.#transport.sessionId })
+      const res = hijack(this.#request, this.#reply).res
+      startSse(res, { 'mcp-session-id': this.#transport.sessionId })
+      keepAlive(res)
+      this.#res = res
     }
     this.#res.write(sseFrame(message))
     return true
@@ -142,12 +154,9 @@ export class SessionTransport implements Transport {
     const { res } = hijack(request, reply)
     startSse(res, { 'mcp-session-id': this.sessionId })
     this.#standalone = res
-    // Proxies and load balancers cut connections that stay silent; an SSE comment is
-    // ignored by clients (the SDK's own transports send one every 15 s too).
-    const keepAlive = setInterval(() => { res.write(': keep-alive\n\n') }, KEEP_ALIVE_MS).unref()
+    keepAlive(res)
     return new Promise(resolve => {
       res.once('close', () => {
-        clearInterval(keepAlive)
         if (this.#standalone === res) this.#standalone = undefined
         resolve()
       })

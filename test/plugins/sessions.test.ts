@@ -1,5 +1,6 @@
 import t from 'tap'
 import { once } from 'node:events'
+import { mock } from 'node:test'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { listen } from '../helper.js'
@@ -115,4 +116,18 @@ t.test('an empty POST body gets a JSON-RPC parse error; an empty DELETE body is 
   t.match(await empty.json(), { jsonrpc: '2.0', error: { code: -32700 } }, 'a JSON-RPC parse error')
   const headers = await openSession(base, '/greet/mcp')
   t.equal((await fetch(`${base}/greet/mcp`, { method: 'DELETE', headers })).status, 200, 'DELETE with content-type and no body')
+})
+
+t.test('an open SSE stream carries a keep-alive comment every 15 s', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer }] })
+  const headers = await openSession(base, '/greet/mcp')
+  mock.timers.enable({ apis: ['setInterval'] })
+  t.teardown(() => { mock.timers.reset() })
+  const stream = await fetch(`${base}/greet/mcp`, { headers: { ...headers, accept: 'text/event-stream' } })
+  t.equal(stream.status, 200)
+  const reader = (stream.body as ReadableStream<Uint8Array>).getReader()
+  mock.timers.tick(15_000)
+  const { value } = await reader.read()
+  t.equal(new TextDecoder().decode(value), ': keep-alive\n\n')
+  await reader.cancel()
 })
