@@ -4,6 +4,7 @@ import {
   isJSONRPCRequest,
   type JSONRPCMessage,
   type JSONRPCRequest,
+  type MessageExtraInfo,
   type RequestId,
   type Transport,
   type TransportSendOptions
@@ -11,6 +12,8 @@ import {
 import { hijack, sseFrame, startSse } from './http-exchange.js'
 
 const KEEP_ALIVE_MS = 15_000
+/** Streams kept for resumption per session, beyond those still in progress. */
+const MAX_RESUMABLE = 100
 
 /**
  * Proxies and load balancers cut connections that stay silent, and a tool may think for
@@ -22,64 +25,144 @@ function keepAlive (res: ServerResponse): void {
   res.once('close', () => { clearInterval(timer) })
 }
 
-/** One POST waiting for the answers to the requests it carried. */
+/** Client reconnection delay announced in priming events, in ms. */
+const RETRY_MS = 1000
+
+/**
+ * One POST waiting for the answers to the requests it carried.
+ *
+ * Answered as one JSON body unless the server sends something related first, then as an SSE
+ * stream. Stream events carry ids (`<stream>:<n>`) and are kept while the exchange lives, so
+ * a client whose stream broke, or was closed on purpose (`ctx.http.closeSSE()`, SEP-1699
+ * polling), can resume with `GET` and `Last-Event-ID` and get the rest, answers included.
+ */
 class PostExchange {
+  readonly streamId: string
   readonly #transport: SessionTransport
   readonly #request: FastifyRequest
   readonly #reply: FastifyReply
   readonly #batch: boolean
+  readonly #priming: boolean
   readonly #order: RequestId[]
   readonly #pending: Set<RequestId>
   readonly #answers = new Map<RequestId, JSONRPCMessage>()
-  #res: ServerResponse | undefined
-  #done = false
+  /** Every event sent on the stream, for resumption; empty until the exchange streams. */
+  readonly #events: string[] = []
+  /** Where events go now: the POST's own stream, a resuming GET, or nowhere (detached). */
+  #live: ServerResponse | undefined
+  #streaming = false
+  #complete = false
+  /** The POST's HTTP response is over (answered, streamed to the end, closed or gone). */
   readonly finished: Promise<void>
   #finish!: () => void
 
-  constructor (transport: SessionTransport, request: FastifyRequest, reply: FastifyReply, ids: RequestId[], batch: boolean) {
+  constructor (transport: SessionTransport, streamId: string, request: FastifyRequest, reply: FastifyReply, ids: RequestId[], batch: boolean, priming: boolean) {
+    this.streamId = streamId
     this.#transport = transport
     this.#request = request
     this.#reply = reply
     this.#batch = batch
+    this.#priming = priming
     this.#order = ids
     this.#pending = new Set(ids)
     this.finished = new Promise(resolve => { this.#finish = resolve })
     reply.raw.once('close', () => {
-      if (this.#done) return
-      this.#done = true
-      // The client went away: the server should stop working on what it asked for.
-      for (const id of this.#pending) transport.abandon(id)
       this.#finish()
+      if (this.#complete) return
+      if (this.#streaming) {
+        // Ended on purpose (closeSSE), or the client already resumed elsewhere.
+        if (this.#live !== reply.raw) return
+        this.#live = undefined
+        // A stream that announced event ids may be resumed: keep working, keep the events.
+        if (this.#priming) return
+      }
+      // The client is gone for good: the server should stop working for it.
+      for (const id of this.#pending) transport.abandon(id)
+      this.#complete = true
+      transport.forget(this)
     })
   }
 
-  /** A message the server relates to one of this POST's requests: streams the answer as SSE. */
+  get complete (): boolean { return this.#complete }
+
+  /** A message the server relates to one of this POST's requests: the exchange streams. */
   stream (message: JSONRPCMessage): boolean {
-    if (this.#done) return false
-    if (this.#res === undefined) {
-      const res = hijack(this.#request, this.#reply).res
-      startSse(res, { 'mcp-session-id': this.#transport.sessionId })
-      keepAlive(res)
-      this.#res = res
-    }
-    this.#res.write(sseFrame(message))
+    if (this.#complete) return false
+    this.#openStream()
+    this.#emit(message)
     return true
+  }
+
+  /**
+   * Ends the POST's stream while its requests go on (`ctx.http.closeSSE()`): the client
+   * resumes with `GET` and `Last-Event-ID` after the announced retry delay.
+   */
+  closeStream (): void {
+    if (this.#complete || !this.#priming) return
+    this.#openStream()
+    const live = this.#live
+    this.#live = undefined
+    live?.end()
+  }
+
+  /** Replays the events after `lastSeq` on a resuming GET, then carries the rest. */
+  resume (request: FastifyRequest, reply: FastifyReply, lastSeq: number): Promise<void> {
+    const { res } = hijack(request, reply)
+    startSse(res, { 'mcp-session-id': this.#transport.sessionId })
+    for (const frame of this.#events.slice(lastSeq + 1)) res.write(frame)
+    if (this.#pending.size === 0) {
+      res.end()
+      this.#transport.forget(this)
+      return Promise.resolve()
+    }
+    this.#live?.end()
+    this.#live = res
+    keepAlive(res)
+    return new Promise(resolve => { res.once('close', () => { if (this.#live === res) this.#live = undefined; resolve() }) })
   }
 
   /** Records one answer; a JSON batch answer keeps request order (JSON-RPC allows any). */
   answer (id: RequestId, message: JSONRPCMessage): void {
-    if (this.#done || !this.#pending.delete(id)) return
-    if (this.#res !== undefined) this.#res.write(sseFrame(message))
+    if (!this.#pending.delete(id)) return
+    if (this.#streaming) this.#emit(message)
     else this.#answers.set(id, message)
     if (this.#pending.size > 0) return
-    this.#done = true
-    if (this.#res !== undefined) {
-      this.#res.end()
-    } else {
+    this.#complete = true
+    if (!this.#streaming) {
       void this.#reply.code(200).header('mcp-session-id', this.#transport.sessionId).type('application/json')
         .send(JSON.stringify(this.#batch ? this.#order.map(id => this.#answers.get(id)) : this.#answers.get(this.#order[0])))
+    } else if (this.#live !== undefined) {
+      this.#live.end()
+      this.#live = undefined
+      this.#transport.forget(this)
     }
-    this.#finish()
+    // Streamed while detached: the answers wait in the events for the client to resume.
+  }
+
+  #openStream (): void {
+    if (this.#streaming) return
+    this.#streaming = true
+    const res = hijack(this.#request, this.#reply).res
+    startSse(res, { 'mcp-session-id': this.#transport.sessionId })
+    keepAlive(res)
+    this.#live = res
+    this.#transport.remember(this)
+    // The priming event (SEP-1699): an event id before any message, so even a stream that
+    // breaks at once can be resumed. Empty `data` is valid only for 2025-11-25 clients on.
+    if (this.#priming) this.#write(`id: ${this.#nextEventId()}\nretry: ${RETRY_MS}\ndata: \n\n`)
+  }
+
+  #emit (message: JSONRPCMessage): void {
+    this.#write(`id: ${this.#nextEventId()}\n${sseFrame(message)}`)
+  }
+
+  #write (frame: string): void {
+    this.#events.push(frame)
+    this.#live?.write(frame)
+  }
+
+  #nextEventId (): string {
+    return `${this.streamId}:${this.#events.length}`
   }
 }
 
@@ -98,16 +181,22 @@ class PostExchange {
  * - unrelated server messages go to the session's standalone GET stream, if one is open;
  * - a POST of notifications or of responses (to server→client requests) answers 202.
  *
- * Not supported: resumption of a broken stream (`Last-Event-ID`), which the SDK offers only
- * with an event store; clients re-issue their request instead.
+ * A POST's SSE stream can be resumed (`GET` with `Last-Event-ID`) while its requests are
+ * pending and, once they are answered, until the client has read it to the end; at most
+ * `MAX_RESUMABLE` streams are kept per session, finished ones evicted first. A client before
+ * 2025-11-25 gets no priming event (it would choke on the empty data) and so cannot be
+ * asked to reconnect; its broken streams are not resumable.
  */
 export class SessionTransport implements Transport {
   readonly sessionId: string
   onclose?: () => void
   onerror?: (error: Error) => void
-  onmessage?: <T extends JSONRPCMessage>(message: T) => void
+  onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void
   readonly #jsonResponse: boolean
   readonly #exchanges = new Map<RequestId, PostExchange>()
+  /** Streamed exchanges a client may still resume, by stream id. */
+  readonly #streams = new Map<string, PostExchange>()
+  #nextStream = 1
   #standalone: ServerResponse | undefined
   #closed = false
 
@@ -137,16 +226,54 @@ export class SessionTransport implements Transport {
       }))
       return
     }
-    const exchange = requests.length > 0
-      ? new PostExchange(this, request, reply, requests.map(message => message.id), Array.isArray(body))
-      : undefined
+    const version = request.headers['mcp-protocol-version']
+    const priming = !this.#jsonResponse && typeof version === 'string' && version >= '2025-11-25'
+    let exchange: PostExchange | undefined
+    if (requests.length > 0) {
+      exchange = new PostExchange(this, String(this.#nextStream++), request, reply, requests.map(message => message.id), Array.isArray(body), priming)
+    }
     for (const message of requests) this.#exchanges.set(message.id, exchange as PostExchange)
-    for (const message of messages) this.onmessage?.(message)
+    for (const message of messages) {
+      const closeSSEStream = exchange !== undefined && priming && isJSONRPCRequest(message)
+        ? () => { exchange.closeStream() }
+        : undefined
+      this.onmessage?.(message, closeSSEStream === undefined ? undefined : { closeSSEStream })
+    }
     if (exchange === undefined) {
       void reply.code(202).header('mcp-session-id', this.sessionId).send()
       return
     }
     await exchange.finished
+  }
+
+  /**
+   * Resumes a POST's stream after `lastEventId` (`<stream>:<n>`); false when that stream is
+   * not known here (never streamed, already read to the end, or evicted).
+   */
+  resume (lastEventId: string, request: FastifyRequest, reply: FastifyReply): Promise<void> | false {
+    const [streamId, seq] = lastEventId.split(':')
+    const exchange = this.#streams.get(streamId)
+    const lastSeq = Number(seq)
+    if (exchange === undefined || !Number.isInteger(lastSeq) || lastSeq < 0) return false
+    return exchange.resume(request, reply, lastSeq)
+  }
+
+  /** A stream read to its end: nothing left to resume. */
+  forget (exchange: PostExchange): void {
+    this.#streams.delete(exchange.streamId)
+  }
+
+  /** An exchange that started streaming: its stream may be resumed from now on. */
+  remember (exchange: PostExchange): void {
+    this.#streams.set(exchange.streamId, exchange)
+    if (this.#streams.size <= MAX_RESUMABLE) return
+    // Drop the oldest finished stream; streams still waiting for answers stay.
+    for (const [id, old] of this.#streams) {
+      if (old.complete) {
+        this.#streams.delete(id)
+        return
+      }
+    }
   }
 
   /** Opens the session's standalone SSE stream (GET); one at a time, as the spec allows. */
@@ -198,6 +325,7 @@ export class SessionTransport implements Transport {
       this.#exchanges.get(id)?.answer(id, { jsonrpc: '2.0', id, error: { code: -32000, message: 'Session closed' } })
     }
     this.#exchanges.clear()
+    this.#streams.clear()
     this.onclose?.()
   }
 }

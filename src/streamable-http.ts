@@ -319,6 +319,13 @@ export class StreamableHttpEndpoint {
           rejectJsonRpc(reply, 406, -32000, 'Not Acceptable: Client must accept text/event-stream')
           return
         }
+        const lastEventId = request.headers['last-event-id']
+        if (typeof lastEventId === 'string') {
+          const resumed = transport.resume(lastEventId, request, reply)
+          if (resumed === false) rejectJsonRpc(reply, 400, -32000, `Bad Request: no stream to resume after event '${lastEventId}'`)
+          else await resumed
+          return
+        }
         if (transport.hasStandaloneStream) {
           rejectJsonRpc(reply, 409, -32000, 'Conflict: Only one SSE stream is allowed per session')
           return

@@ -6,21 +6,22 @@ import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextp
 import { listen } from '../helper.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { createProgressServer, toolEvents } from '../fixtures/servers.js'
+import { createConformanceServer } from '../fixtures/conformance/server.js'
 
 // 2025-era sessions, at the HTTP level: what a client sees on the wire.
 
 const accept = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
 
-async function openSession (base: string, path: string): Promise<Record<string, string>> {
+async function openSession (base: string, path: string, protocolVersion = '2025-06-18'): Promise<Record<string, string>> {
   const init = await fetch(`${base}${path}`, {
     method: 'POST',
     headers: accept,
-    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } })
+    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } })
   })
   const sessionId = init.headers.get('mcp-session-id')
   if (sessionId === null) throw new Error(`no session: ${init.status} ${await init.text()}`)
   await init.body?.cancel()
-  const headers = { ...accept, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }
+  const headers = { ...accept, 'mcp-session-id': sessionId, 'mcp-protocol-version': protocolVersion }
   await fetch(`${base}${path}`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })
   return headers
 }
@@ -130,4 +131,38 @@ t.test('an open SSE stream carries a keep-alive comment every 15 s', async t => 
   const { value } = await reader.read()
   t.equal(new TextDecoder().decode(value), ': keep-alive\n\n')
   await reader.cancel()
+})
+
+t.test('a stream the server closes mid-call is resumed with Last-Event-ID', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'conformance', factory: createConformanceServer }] })
+  const headers = await openSession(base, '/conformance/mcp', '2025-11-25')
+  const post = await fetch(`${base}/conformance/mcp`, {
+    method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'test_reconnection', arguments: {} } })
+  })
+  t.match(post.headers.get('content-type'), /text\/event-stream/)
+  // The tool closes the stream before answering: all the client gets is the priming event.
+  const primed = await post.text()
+  const lastEventId = /^id: (\S+)$/m.exec(primed)?.[1] as string
+  t.match(primed, /^retry: \d+$/m, 'the priming event says when to reconnect')
+  t.notMatch(primed, /"result"/)
+
+  const resumed = await fetch(`${base}/conformance/mcp`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': lastEventId } })
+  t.equal(resumed.status, 200)
+  const rest = await resumed.text()
+  const answer = JSON.parse(/^data: (.+)$/m.exec(rest)?.[1] ?? 'null')
+  t.match(answer, { id: 7, result: { content: [{ type: 'text', text: 'Reconnection test completed' }] } }, 'the answer arrives on the resumed stream')
+  t.match(rest, /^id: \S+$/m)
+
+  const again = await fetch(`${base}/conformance/mcp`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': lastEventId } })
+  t.equal(again.status, 400, 'a stream read to its end is gone')
+})
+
+t.test('a client before 2025-11-25 gets no priming event and cannot be asked to reconnect', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'conformance', factory: createConformanceServer }] })
+  const headers = await openSession(base, '/conformance/mcp', '2025-06-18')
+  const post = await fetch(`${base}/conformance/mcp`, {
+    method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'tools/call', params: { name: 'test_reconnection', arguments: {} } })
+  })
+  // No closeSSE for this client: the answer comes on the POST, as one JSON body.
+  t.match(await post.json(), { id: 8, result: { content: [{ text: 'Reconnection test completed' }] } })
 })
