@@ -131,10 +131,12 @@ class PostExchange {
     if (!this.#streaming) {
       void this.#reply.code(200).header('mcp-session-id', this.#transport.sessionId).type('application/json')
         .send(JSON.stringify(this.#batch ? this.#order.map(id => this.#answers.get(id)) : this.#answers.get(this.#order[0])))
+      this.#finish()
     } else if (this.#live !== undefined) {
       this.#live.end()
       this.#live = undefined
       this.#transport.forget(this)
+      this.#finish()
     }
     // Streamed while detached: the answers wait in the events for the client to resume.
   }
