@@ -156,9 +156,11 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
 
   // A name that is not a plain path segment (`a/b`, `x:y`, spaces) would break or
   // parametrize a static route; such tools are reached through the parametric route below.
-  const routable = connection.tools().filter(tool => ROUTE_SAFE_NAME.test(tool.name))
-  for (const tool of routable) registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
-  const unroutable = new Set(connection.tools().filter(tool => !ROUTE_SAFE_NAME.test(tool.name)).map(tool => tool.name))
+  const unroutable = new Set<string>()
+  for (const tool of connection.tools()) {
+    if (ROUTE_SAFE_NAME.test(tool.name)) registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
+    else unroutable.add(tool.name)
+  }
   if (unroutable.size > 0) log.warn({ tools: [...unroutable] }, 'tools with names that are not plain path segments are served undocumented at /tools/<url-encoded name>')
 
   app.post('/tools/:tool', { bodyLimit, schema: { hide: true } }, async (request, reply) => {

@@ -68,6 +68,11 @@ const LANE_MODERN_REVISIONS = new Set(['2026-07-28'])
 /** The request field `Mcp-Name` mirrors, per method (2026-07-28 standard headers). */
 const NAMED_PARAM: Record<string, string> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' }
 
+/** A 2025-era `MCP-Protocol-Version` header the SDK serves; absent means 2025-03-26. */
+function isSupportedLegacyVersion (version: string | string[] | undefined): boolean {
+  return version === undefined || (typeof version === 'string' && SUPPORTED_PROTOCOL_VERSIONS.includes(version))
+}
+
 /** A long-lived SDK connection pinned to one protocol era, shared by stateless requests. */
 interface Lane {
   era: 'legacy' | 'modern'
@@ -195,7 +200,7 @@ export class StreamableHttpEndpoint {
     }
     if (route.kind !== 'legacy' || !this.#options.stateless || request.method !== 'POST') return undefined
     if (!isJSONRPCRequest(request.body) || !SHARED_LANE_METHODS.has(request.body.method)) return undefined
-    if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) return undefined
+    if (!isSupportedLegacyVersion(version)) return undefined
     return this.#lane('legacy', 'legacy')
   }
 
@@ -294,7 +299,7 @@ export class StreamableHttpEndpoint {
   async #handleSession (request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const sessionId = request.headers['mcp-session-id']
     const version = request.headers['mcp-protocol-version']
-    if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) {
+    if (!isSupportedLegacyVersion(version)) {
       rejectJsonRpc(reply, 400, -32000, `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`)
       return
     }
@@ -384,8 +389,8 @@ export class StreamableHttpEndpoint {
       // A client holding the GET stream open is listening, not idle.
       if (session.lastSeen < idleSince && !session.transport.hasStandaloneStream) {
         this.#options.log.info({ sessionId: id }, 'closing idle mcp session')
+        // The transport's onclose forgets the session and closes its server.
         session.transport.close().catch(() => {})
-        this.#forget(id)
       }
     }
   }
