@@ -97,7 +97,8 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       name: connection.name,
       state: connection.state,
       tools: connection.tools().length,
-      ...(connection.failure !== undefined && { error: connection.failure })
+      ...(connection.failure !== undefined && { error: connection.failure }),
+      ...(connection.retryAfter !== undefined && { retryAfter: connection.retryAfter })
     }))
     const ready = servers.every(server => server.state === 'up')
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'degraded', servers })

@@ -6,20 +6,26 @@ import {
   localhostAllowedOrigins,
   validateHostHeader,
   validateOriginHeader,
+  type Prompt,
   type Tool
 } from '@modelcontextprotocol/server'
 import { InProcessConnection, type McpConnection, type ServerFactory } from '../src/connection.js'
 import {
+  CapabilityMissingError,
   ForbiddenHostError,
+  InvalidArgumentsError,
   InvalidOptionsError,
+  PromptNotFoundError,
+  ResourceNotFoundError,
   ServerUnavailableError,
+  UpstreamRejectedError,
   TOOL_ERROR_CODE,
   TOOL_ERROR_STATUS,
   ToolNotFoundError,
   ToolTimeoutError,
   UpstreamError
 } from '../src/errors.js'
-import { callToolResultSchema, ErrorRef } from '../src/rest-schemas.js'
+import { callToolResultSchema, ErrorRef, listSchema } from '../src/rest-schemas.js'
 import { StreamableHttpEndpoint } from '../src/streamable-http.js'
 import { documentedSchema, toolValidatorCompiler, validationSchema } from '../src/tool-schemas.js'
 
@@ -44,7 +50,9 @@ const OptionsSchema = Type.Object({
   /** Host header names accepted (DNS rebinding protection); `*` accepts any. Default: localhost, 127.0.0.1, [::1]. */
   allowedHosts: Type.Optional(Type.Array(Type.String())),
   /** Origin hostnames accepted from browsers; `*` accepts any. Requests without Origin pass. Default: localhost-class. */
-  allowedOrigins: Type.Optional(Type.Array(Type.String()))
+  allowedOrigins: Type.Optional(Type.Array(Type.String())),
+  /** Serve only `/mcp`: no REST routes, not listed in `/ready`. Default `false`; the aggregated endpoint sets it, its servers being listed themselves. */
+  endpointOnly: Type.Optional(Type.Boolean())
 })
 
 export type McpServerPluginOptions = Static<typeof OptionsSchema> & {
@@ -85,9 +93,10 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   const log = app.log.child({ mcpServer: name })
   const connection = givenConnection ?? new InProcessConnection(name, factory as ServerFactory)
 
+  const endpointOnly = plain.endpointOnly ?? false
   if (app.mcpServers === undefined) throw new InvalidOptionsError('register the core plugin before mcpServer')
-  if (app.mcpServers.has(name)) throw new InvalidOptionsError(`an MCP server named '${name}' is already mounted`)
-  app.mcpServers.set(name, connection)
+  if (!endpointOnly && app.mcpServers.has(name)) throw new InvalidOptionsError(`an MCP server named '${name}' is already mounted`)
+  if (!endpointOnly) app.mcpServers.set(name, connection)
 
   // A server that fails to start is marked down and its routes answer 503; the gateway and
   // every other server keep serving.
@@ -117,9 +126,7 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
 
   app.addHook('onRequest', async (request) => {
     checkHostAndOrigin(request, allowedHosts, allowedOrigins)
-    if (connection.state !== 'up') {
-      throw new ServerUnavailableError(name, connection.failure ?? connection.state)
-    }
+    if (connection.state !== 'up') throw unavailable(name, connection)
   })
 
   // In-flight SSE streams would keep onClose waiting: end them first.
@@ -145,29 +152,148 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     mcp.delete('/mcp', mcpRoute, handleMcp)
   })
 
+  if (endpointOnly) return
+
   app.get('/tools', {
     schema: {
       tags: [name],
       operationId: `${name}__listTools`,
       summary: `The tools of '${name}' with their JSON Schemas`,
-      response: { 200: { type: 'object', properties: { server: { type: 'string' }, tools: { type: 'array', items: { type: 'object', additionalProperties: true } } } } }
+      response: { 200: listSchema('tools', 'The tools offered now') }
     }
   }, async () => ({ server: name, tools: connection.tools() }))
 
   // A name that is not a plain path segment (`a/b`, `x:y`, spaces) would break or
   // parametrize a static route; such tools are reached through the parametric route below.
+  const routed = new Set<string>()
   const unroutable = new Set<string>()
   for (const tool of connection.tools()) {
-    if (ROUTE_SAFE_NAME.test(tool.name)) registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
-    else unroutable.add(tool.name)
+    if (ROUTE_SAFE_NAME.test(tool.name)) {
+      registerToolRoute(app, name, connection, tool, { timeoutMs, bodyLimit })
+      routed.add(tool.name)
+    } else {
+      unroutable.add(tool.name)
+    }
   }
   if (unroutable.size > 0) log.warn({ tools: [...unroutable] }, 'tools with names that are not plain path segments are served undocumented at /tools/<url-encoded name>')
 
+  // Routes are fixed at boot, so a tool that appears later (an upstream that was down at
+  // boot, a list change) is served here, validated against its schema as a routed tool is.
+  const validators = new WeakMap<Tool, ReturnType<typeof toolValidatorCompiler>>()
   app.post('/tools/:tool', { bodyLimit, schema: { hide: true } }, async (request, reply) => {
-    const tool = (request.params as { tool: string }).tool
-    if (!unroutable.has(tool)) throw new ToolNotFoundError(tool, name)
-    return await toolHandler(name, connection, tool, timeoutMs)(request, reply)
+    const toolName = (request.params as { tool: string }).tool
+    const tool = routed.has(toolName) ? undefined : connection.tools().find(candidate => candidate.name === toolName)
+    if (tool === undefined) throw new ToolNotFoundError(toolName, name)
+    let validate = validators.get(tool)
+    if (validate === undefined) {
+      validate = toolValidatorCompiler({ schema: validationSchema(tool.inputSchema as Record<string, unknown> | undefined) } as Parameters<typeof toolValidatorCompiler>[0])
+      validators.set(tool, validate)
+    }
+    request.body ??= {}
+    const outcome = validate(request.body)
+    if (outcome !== true) throw outcome === false ? new InvalidArgumentsError('the body is invalid') : outcome.error
+    return await toolHandler(name, connection, toolName, timeoutMs)(request, reply)
   })
+
+  registerPromptAndResourceRoutes(app, name, connection, timeoutMs)
+}
+
+/**
+ * `GET /prompts`, `POST /prompts/:prompt`, `GET /resources` and `GET /resources/read?uri=`,
+ * for servers that offer prompts or resources (or are down at boot, so it is not known).
+ * Prompts are one parametric route rather than one route each: their arguments are all
+ * strings, so a per-prompt schema would document little more than the list does.
+ */
+function registerPromptAndResourceRoutes (app: FastifyInstance, server: string, connection: McpConnection, timeoutMs: number): void {
+  const unknown = connection.state !== 'up'
+  const errors = {
+    400: { description: 'Missing or invalid arguments', ...ErrorRef },
+    404: { description: 'Unknown server, prompt or resource', ...ErrorRef },
+    502: { description: 'The server failed while handling the request', ...ErrorRef },
+    503: { description: 'The server is down', ...ErrorRef },
+    504: { description: 'The server did not answer in time', ...ErrorRef }
+  }
+  const relay = async (method: string, params: Record<string, unknown>, what: string): Promise<Record<string, unknown>> => {
+    const capability = method.split('/')[0] as 'prompts' | 'resources'
+    if (connection.capabilities()[capability] === undefined) throw new CapabilityMissingError(server, capability)
+    try {
+      return await connection.request(method, params, { timeoutMs })
+    } catch (err) {
+      throw toCallError(err, server, what, timeoutMs, connection)
+    }
+  }
+
+  if (unknown || connection.capabilities().prompts !== undefined) {
+    app.get('/prompts', {
+      schema: { tags: [server], operationId: `${server}__listPrompts`, summary: `The prompts of '${server}'`, response: { 200: listSchema('prompts', 'Every prompt with its arguments'), ...errors } }
+    }, async () => ({ server, prompts: await listAll(relay, 'prompts/list', 'prompts') }))
+
+    app.post('/prompts/:prompt', {
+      schema: {
+        tags: [server],
+        operationId: `${server}__getPrompt`,
+        summary: `Render one prompt of '${server}' with the arguments in the body`,
+        params: { type: 'object', properties: { prompt: { type: 'string' } } },
+        body: { type: 'object', additionalProperties: { type: 'string' }, description: 'The prompt\'s arguments, all strings' },
+        response: { 200: { description: 'The rendered messages (`GetPromptResult`)', type: 'object', additionalProperties: true }, ...errors }
+      },
+      preValidation: async (request) => { request.body ??= {} }
+    }, async (request) => {
+      const prompt = (request.params as { prompt: string }).prompt
+      const args = request.body as Record<string, string>
+      const known = (await listAll(relay, 'prompts/list', 'prompts') as Prompt[]).find(candidate => candidate.name === prompt)
+      if (known === undefined) throw new PromptNotFoundError(prompt, server)
+      const missing = (known.arguments ?? []).filter(arg => arg.required === true && args[arg.name] === undefined)
+      if (missing.length > 0) {
+        throw Object.assign(new InvalidArgumentsError(missing.map(arg => `'${arg.name}' is required`).join('; ')), {
+          details: missing.map(arg => ({ field: arg.name, message: 'is required' }))
+        })
+      }
+      return await relay('prompts/get', { name: prompt, arguments: args }, prompt)
+    })
+  }
+
+  if (unknown || connection.capabilities().resources !== undefined) {
+    app.get('/resources', {
+      schema: { tags: [server], operationId: `${server}__listResources`, summary: `The resources and resource templates of '${server}'`, response: { 200: listSchema('resources', 'Every resource, and the templates under `resourceTemplates`'), ...errors } }
+    }, async () => ({
+      server,
+      resources: await listAll(relay, 'resources/list', 'resources'),
+      resourceTemplates: await listAll(relay, 'resources/templates/list', 'resourceTemplates')
+    }))
+
+    app.get('/resources/read', {
+      schema: {
+        tags: [server],
+        operationId: `${server}__readResource`,
+        summary: `Read one resource of '${server}' by URI`,
+        querystring: { type: 'object', required: ['uri'], properties: { uri: { type: 'string', minLength: 1, description: 'The resource URI, URL-encoded' } } },
+        response: { 200: { description: 'The contents (`ReadResourceResult`)', type: 'object', additionalProperties: true }, ...errors }
+      }
+    }, async (request) => {
+      const uri = (request.query as { uri: string }).uri
+      try {
+        return await relay('resources/read', { uri }, uri)
+      } catch (err) {
+        // -32002 is the spec's resource-not-found; some servers answer invalid params instead.
+        const rpcCode = ((err as { cause?: { rpcCode?: number } }).cause)?.rpcCode
+        if (rpcCode === -32002) throw new ResourceNotFoundError(uri, server)
+        throw err
+      }
+    })
+  }
+}
+
+/** Every page of a list, following `nextCursor`. */
+async function listAll (relay: (method: string, params: Record<string, unknown>, what: string) => Promise<Record<string, unknown>>, method: string, key: string): Promise<unknown[]> {
+  const items: unknown[] = []
+  let cursor: string | undefined
+  do {
+    const page = await relay(method, cursor === undefined ? {} : { cursor }, method)
+    items.push(...(page[key] as unknown[] ?? []))
+    cursor = page.nextCursor as string | undefined
+  } while (cursor !== undefined)
+  return items
 }
 
 function registerToolRoute (app: FastifyInstance, server: string, connection: McpConnection, tool: Tool, limits: { timeoutMs: number, bodyLimit: number }): void {
@@ -229,15 +355,27 @@ function toolHandler (server: string, connection: McpConnection, tool: string, t
   }
 }
 
-/** Tells a gateway-side failure (timeout, dead server) from the tool's own error result. */
-function toCallError (err: unknown, server: string, tool: string, timeoutMs: number, connection: McpConnection): Error {
-  const code = (err as { code?: unknown }).code
-  if (code === 'REQUEST_TIMEOUT') return new ToolTimeoutError(tool, server, timeoutMs)
-  // A call in flight when the server died is a 502; a call to a server already down, a 503.
-  if (code !== 'CONNECTION_CLOSED' && connection.state !== 'up') return new ServerUnavailableError(server, connection.failure ?? connection.state)
-  const error = new UpstreamError(server)
+/** Tells a gateway-side failure (timeout, dead server) from the server's own refusal. */
+function toCallError (err: unknown, server: string, what: string, timeoutMs: number, connection: McpConnection): Error {
+  const { code, rpcCode, message } = err as { code?: unknown, rpcCode?: number, message?: string }
+  if (code === 'REQUEST_TIMEOUT') return new ToolTimeoutError(what, server, timeoutMs)
+  // The server's own JSON-RPC error: bad params are the caller's fault, a 4xx; anything
+  // else the server failed at, a 502.
+  const error = code === 'PROTOCOL_ERROR' && (rpcCode === -32602 || rpcCode === -32002)
+    ? new UpstreamRejectedError(server, message ?? 'invalid params')
+    // A call in flight when the server died is a 502; a call to a server already down, a 503.
+    : code !== 'CONNECTION_CLOSED' && code !== 'PROTOCOL_ERROR' && connection.state !== 'up'
+      ? unavailable(server, connection)
+      : new UpstreamError(server)
   error.cause = err
   return error
+}
+
+/** A 503 for a server that is down, with `Retry-After` when it is being brought back. */
+function unavailable (server: string, connection: McpConnection): Error {
+  const error = new ServerUnavailableError(server, connection.failure ?? connection.state)
+  const retryAfter = connection.retryAfter
+  return retryAfter === undefined ? error : Object.assign(error, { retryAfter })
 }
 
 function checkHostAndOrigin (request: FastifyRequest, allowedHosts: string[], allowedOrigins: string[]): void {

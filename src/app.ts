@@ -1,9 +1,15 @@
+import { pathToFileURL } from 'node:url'
+import { isAbsolute } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import core from '../plugins/core.js'
 import mcpServer, { type McpServerPluginOptions } from '../plugins/mcp-server.js'
 import { builtinServers } from '../servers/index.js'
-import type { ServerFactory } from './connection.js'
+import { AggregateConnection } from './aggregate.js'
+import type { GatewayConfig, ServerConfig } from './config.js'
+import { InProcessConnection, type McpConnection, type ServerFactory } from './connection.js'
+import { InvalidOptionsError } from './errors.js'
+import { UpstreamConnection } from './upstream.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
 export type ServerEntry = McpServerPluginOptions & { prefix?: string }
@@ -11,8 +17,15 @@ export type ServerEntry = McpServerPluginOptions & { prefix?: string }
 export interface GatewayOptions {
   /** Servers to mount. Default: the built-in servers (greet, bye, math). */
   servers?: ServerEntry[]
+  /** Servers from a config file (see `src/config.ts`); replaces `servers` and `aggregate`. */
+  config?: GatewayConfig
   /** Applied to every server that does not set its own: see the mount plugin's options. */
-  defaults?: Omit<McpServerPluginOptions, 'name' | 'factory' | 'connection'>
+  defaults?: Omit<McpServerPluginOptions, 'name' | 'factory' | 'connection' | 'endpointOnly'>
+  /**
+   * The aggregated endpoint `/mcp`, every server's tools and prompts as
+   * `<server><separator><name>`. Default: on, separator `_`. `false` turns it off.
+   */
+  aggregate?: false | { separator?: string }
   /** Title of the OpenAPI document. */
   title?: string
 }
@@ -23,14 +36,80 @@ export function builtinEntries (factories: Record<string, ServerFactory> = built
 }
 
 /**
- * The whole gateway as one plugin: the core plugin, then each server under its prefix.
- * It never listens; `src/server.ts` does.
+ * The whole gateway as one plugin: the core plugin, each server under its prefix, and the
+ * aggregated endpoint. It never listens; `src/server.ts` does.
  */
 async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
   await app.register(core, { ...(options.title !== undefined && { title: options.title }) })
-  for (const entry of options.servers ?? builtinEntries()) {
-    const { prefix, ...serverOptions } = entry
-    await app.register(mcpServer, { ...options.defaults, ...serverOptions, prefix: prefix ?? `/${entry.name}` })
+  const config = options.config
+  const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config)
+  const aggregate = config === undefined ? options.aggregate : config.aggregate.enabled && { separator: config.aggregate.separator }
+
+  // Every server is reached through a connection made here, so the aggregate can hold them
+  // all; upstreams start connecting at once, and each mount awaits its own.
+  const mounted = entries.map(entry => {
+    const { factory, connection, ...rest } = entry
+    return { ...rest, connection: connection ?? new InProcessConnection(entry.name, factory as ServerFactory) }
+  })
+  for (const { connection } of mounted) {
+    if (connection instanceof UpstreamConnection) connection.start().catch(() => {})
+  }
+  for (const { prefix, ...serverOptions } of mounted) {
+    await app.register(mcpServer, { ...options.defaults, ...serverOptions, prefix: prefix ?? `/${serverOptions.name}` })
+  }
+  if (aggregate !== false && mounted.length > 0) {
+    const connection = new AggregateConnection('gateway', mounted.map(entry => entry.connection), {
+      ...(aggregate?.separator !== undefined && { separator: aggregate.separator }),
+      log: app.log.child({ mcpServer: 'gateway' })
+    })
+    await app.register(mcpServer, { ...options.defaults, name: 'gateway', connection, endpointOnly: true, prefix: '' })
+  }
+}
+
+/** The mount entries of a config file's enabled servers. */
+async function configEntries (app: FastifyInstance, config: GatewayConfig): Promise<ServerEntry[]> {
+  const entries: ServerEntry[] = []
+  for (const server of config.servers) {
+    if (server.disabled === true) {
+      app.log.info({ mcpServer: server.name }, 'mcp server disabled in the config')
+      continue
+    }
+    entries.push({
+      name: server.name,
+      ...(server.prefix !== undefined && { prefix: server.prefix }),
+      ...(server.stateless !== undefined && { stateless: server.stateless }),
+      ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
+      ...await reach(app, server)
+    })
+  }
+  return entries
+}
+
+async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ factory: ServerFactory } | { connection: McpConnection }> {
+  switch (server.kind) {
+    case 'builtin': {
+      const factory = builtinServers[server.builtin]
+      if (factory === undefined) throw new InvalidOptionsError(`mcpServers.${server.name}.builtin: no built-in server '${server.builtin}' (there are ${Object.keys(builtinServers).join(', ')})`)
+      return { factory }
+    }
+    case 'module': {
+      const specifier = isAbsolute(server.module) ? pathToFileURL(server.module).href : server.module
+      const exported = (await import(specifier) as Record<string, unknown>)[server.export]
+      if (typeof exported !== 'function') throw new InvalidOptionsError(`mcpServers.${server.name}: '${server.module}' has no function export '${server.export}'`)
+      return { factory: exported as ServerFactory }
+    }
+    default:
+      return {
+        connection: new UpstreamConnection(server.name, {
+          transport: server.kind === 'stdio'
+            ? { kind: 'stdio', command: server.command, args: server.args, env: server.env, ...(server.cwd !== undefined && { cwd: server.cwd }) }
+            : { kind: server.kind, url: server.url, headers: server.headers },
+          ...(server.isolation !== undefined && { isolation: server.isolation }),
+          ...(server.tools !== undefined && { tools: server.tools }),
+          ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
+          log: app.log.child({ mcpServer: server.name })
+        })
+      }
   }
 }
 

@@ -1,15 +1,20 @@
 import {
   LATEST_PROTOCOL_VERSION,
   type CallToolResult,
+  type InitializeResult,
+  type JSONRPCMessage,
   type ListToolsResult,
   type McpRequestContext,
   type McpServer,
+  type Progress,
   type Server,
+  type ServerCapabilities,
   type ServerOptions,
   type Tool
 } from '@modelcontextprotocol/server'
 import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
 import { MultiplexTransport } from './multiplex-transport.js'
+import type { RelaySession, RelayTarget } from './relay-server.js'
 import { sharedJsonSchemaValidator } from './validator.js'
 
 /** What `/ready` reports for each mounted server. */
@@ -25,6 +30,34 @@ export interface CallOptions {
   timeoutMs?: number
 }
 
+/** A message the gateway sends or relays, without the JSON-RPC envelope. */
+export interface McpMessage {
+  method: string
+  params?: Record<string, unknown>
+}
+
+/**
+ * The downstream MCP client on whose behalf a request is made: where the server's questions
+ * (sampling, elicitation, roots) and the log messages of that request go.
+ */
+export interface Downstream {
+  send (request: McpMessage): Promise<Record<string, unknown>>
+  notify (notification: McpMessage): Promise<void>
+}
+
+export interface RelayOptions extends CallOptions {
+  /** Receives the server's progress; asking for it puts a progress token on the request. */
+  onProgress?: (progress: Progress) => void
+  /** Absent for REST calls, which have no client to ask. */
+  downstream?: Downstream
+}
+
+/** The lists a server can announce as changed. */
+export type ListKind = 'tools' | 'prompts' | 'resources'
+
+/** A downstream MCP session gets its own instance; shared ones serve stateless requests. */
+export type ServerScope = 'session' | 'shared'
+
 /**
  * The one seam through which every mounted server is reached, whatever its transport.
  *
@@ -33,18 +66,27 @@ export interface CallOptions {
  * server is one implementation; upstream stdio and remote servers implement the same
  * interface.
  */
-export interface McpConnection {
+export interface McpConnection extends RelayTarget {
   readonly name: string
   readonly state: ServerState
   /** Why the server is down, when it is. */
   readonly failure: string | undefined
+  /** While down: seconds until the next attempt to bring it back, for `Retry-After`. */
+  readonly retryAfter: number | undefined
   /** Connects and lists tools; throws when the server cannot start. */
   start (): Promise<void>
-  /** The tools discovered at start, with their JSON Schemas. */
+  /** The tools, with their JSON Schemas, as last listed. */
   tools (): readonly Tool[]
-  callTool (name: string, args: Record<string, unknown>, options?: CallOptions): Promise<CallToolResult>
-  /** A fresh server instance for one downstream MCP session or request. */
-  createServer (ctx?: McpRequestContext): McpServer | Server
+  /** What the server declared it can do, as of the last connect. */
+  capabilities (): ServerCapabilities
+  instructions (): string | undefined
+  /** Any client→server request, relayed with progress, cancellation and the caller's questions. */
+  request (method: string, params: Record<string, unknown> | undefined, options?: RelayOptions): Promise<Record<string, unknown>>
+  callTool (name: string, args: Record<string, unknown>, options?: RelayOptions): Promise<CallToolResult>
+  /** A fresh server instance for one downstream MCP session or stateless requests. */
+  createServer (ctx?: McpRequestContext, scope?: ServerScope): McpServer | Server
+  /** Calls `listener` after one of the server's lists changed (and `tools()` is fresh). */
+  onListChanged (listener: (kind: ListKind) => void): () => void
   close (): Promise<void>
 }
 
@@ -65,6 +107,8 @@ export class InProcessConnection implements McpConnection {
   #mux: MultiplexTransport | undefined
   #handle: StdioServerHandle | undefined
   #tools: Tool[] = []
+  #initialized: InitializeResult | undefined
+  #listeners = new Set<(kind: ListKind) => void>()
 
   constructor (name: string, factory: ServerFactory) {
     this.name = name
@@ -73,6 +117,8 @@ export class InProcessConnection implements McpConnection {
 
   get state (): ServerState { return this.#state }
   get failure (): string | undefined { return this.#failure }
+  /** An in-process server does not come back once down: nothing to retry. */
+  get retryAfter (): undefined { return undefined }
 
   async start (): Promise<void> {
     try {
@@ -84,7 +130,8 @@ export class InProcessConnection implements McpConnection {
             this.#state = 'down'
             this.#failure = 'the server closed its connection'
           }
-        }
+        },
+        onUnrelated: message => { this.#onUnrelated(message.method) }
       })
       this.#mux = mux
       // Built here, not inside the entry, so a factory that throws fails the start with its
@@ -96,20 +143,13 @@ export class InProcessConnection implements McpConnection {
         return server
       }
       this.#handle = serveStdio(factory, { transport: mux })
-      await this.#request('initialize', {
+      this.#initialized = await this.#request('initialize', {
         protocolVersion: LATEST_PROTOCOL_VERSION,
         capabilities: {},
         clientInfo: { name: 'fastify-mcp-gateway', version: '1.0.0' }
-      })
+      }) as InitializeResult
       mux.notify({ jsonrpc: '2.0', method: 'notifications/initialized' })
-      const tools: Tool[] = []
-      let cursor: string | undefined
-      do {
-        const page = await this.#request('tools/list', cursor === undefined ? {} : { cursor }) as ListToolsResult
-        tools.push(...page.tools)
-        cursor = page.nextCursor
-      } while (cursor !== undefined)
-      this.#tools = tools
+      this.#tools = await this.#listTools()
       this.#state = 'up'
     } catch (err) {
       this.#failure = err instanceof Error ? err.message : String(err)
@@ -119,17 +159,58 @@ export class InProcessConnection implements McpConnection {
     }
   }
 
-  tools (): readonly Tool[] { return this.#tools }
+  async #listTools (): Promise<Tool[]> {
+    const tools: Tool[] = []
+    let cursor: string | undefined
+    do {
+      const page = await this.#request('tools/list', cursor === undefined ? {} : { cursor }) as ListToolsResult
+      tools.push(...page.tools)
+      cursor = page.nextCursor
+    } while (cursor !== undefined)
+    return tools
+  }
 
-  async callTool (name: string, args: Record<string, unknown>, options: CallOptions = {}): Promise<CallToolResult> {
+  #onUnrelated (method: string): void {
+    const kind = LIST_CHANGED[method]
+    if (kind === undefined) return
+    const refreshed = kind === 'tools'
+      ? this.#listTools().then(tools => { this.#tools = tools })
+      : Promise.resolve()
+    refreshed.then(() => { for (const listener of this.#listeners) listener(kind) }, () => {})
+  }
+
+  tools (): readonly Tool[] { return this.#tools }
+  capabilities (): ServerCapabilities { return this.#initialized?.capabilities ?? {} }
+  instructions (): string | undefined { return this.#initialized?.instructions }
+
+  onListChanged (listener: (kind: ListKind) => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  /** Relay servers built over this one (the aggregate's) hear of its list changes. */
+  attach (session: RelaySession): () => void {
+    return this.onListChanged(kind => { session.notify({ method: `notifications/${kind}/list_changed` }) })
+  }
+
+  async callTool (name: string, args: Record<string, unknown>, options: RelayOptions = {}): Promise<CallToolResult> {
+    return await this.request('tools/call', { name, arguments: args }, options) as CallToolResult
+  }
+
+  async request (method: string, params: Record<string, unknown> | undefined, options: RelayOptions = {}): Promise<Record<string, unknown>> {
     if (this.#state !== 'up') throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}`)
-    return await this.#request('tools/call', { name, arguments: args }, options) as CallToolResult
+    return await this.#request(method, params ?? {}, options) as Record<string, unknown>
   }
 
   /** One request over the connection, with the SDK client's error codes for timeouts and closes. */
-  #request (method: string, params: Record<string, unknown>, options: CallOptions = {}): Promise<unknown> {
+  #request (method: string, params: Record<string, unknown>, options: RelayOptions = {}): Promise<unknown> {
     const mux = this.#mux
     if (mux === undefined) return Promise.reject(new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}`))
+    const { onProgress, downstream } = options
+    if (onProgress !== undefined) {
+      // The multiplexer routes the request's notifications to it, so any token is unique enough.
+      params = { ...params, _meta: { ...(params._meta as object | undefined), progressToken: 1 } }
+    }
     return new Promise((resolve, reject) => {
       let settled = false
       let timer: NodeJS.Timeout | undefined
@@ -141,11 +222,19 @@ export class InProcessConnection implements McpConnection {
         return true
       }
       const id = mux.request({ jsonrpc: '2.0', id: 0, method, params }, {
-        notify () {},
+        notify (message: JSONRPCMessage) {
+          if (!('method' in message)) return
+          if (message.method === 'notifications/progress') {
+            const { progressToken: _token, ...progress } = message.params as Progress & { progressToken: unknown }
+            onProgress?.(progress)
+          } else if (downstream !== undefined) {
+            downstream.notify({ method: message.method, ...(message.params !== undefined && { params: message.params }) }).catch(() => {})
+          }
+        },
         respond: (response) => {
           if (!settle()) return
           if (mux.closed) reject(new CallError('CONNECTION_CLOSED', `Server '${this.name}' closed its connection`))
-          else if ('error' in response) reject(new CallError('PROTOCOL_ERROR', response.error.message, response.error.code))
+          else if ('error' in response) reject(new CallError('PROTOCOL_ERROR', response.error.message, response.error.code, response.error.data))
           else resolve((response as { result: unknown }).result)
         }
       })
@@ -183,15 +272,24 @@ export class InProcessConnection implements McpConnection {
   }
 }
 
+/** The list each `list_changed` notification is about. */
+export const LIST_CHANGED: Record<string, ListKind | undefined> = {
+  'notifications/tools/list_changed': 'tools',
+  'notifications/prompts/list_changed': 'prompts',
+  'notifications/resources/list_changed': 'resources'
+}
+
 /** A failed call, with the SDK client's error codes so callers handle every connection alike. */
 export class CallError extends Error {
   readonly code: 'NOT_CONNECTED' | 'CONNECTION_CLOSED' | 'REQUEST_TIMEOUT' | 'ABORTED' | 'PROTOCOL_ERROR'
   /** The JSON-RPC error code, for protocol errors. */
   readonly rpcCode: number | undefined
-  constructor (code: CallError['code'], message: string, rpcCode?: number) {
+  readonly data: unknown
+  constructor (code: CallError['code'], message: string, rpcCode?: number, data?: unknown) {
     super(message)
     this.name = 'CallError'
     this.code = code
     this.rpcCode = rpcCode
+    this.data = data
   }
 }

@@ -43,3 +43,20 @@ export const TOOL_ERROR_STATUS = 422
 
 export const ForbiddenHostError = createError<[detail: string]>(
   'GW_ERR_FORBIDDEN_ORIGIN', 'Forbidden: %s', 403)
+
+/** A config file that cannot be read or is invalid: every problem found, one per line, each naming the file. */
+export const ConfigError = createError<[problems: string]>(
+  'GW_ERR_CONFIG', '%s', 500)
+
+export const PromptNotFoundError = createError<[prompt: string, server: string]>(
+  'GW_ERR_PROMPT_NOT_FOUND', "Prompt '%s' not found on server '%s'", 404)
+
+export const ResourceNotFoundError = createError<[uri: string, server: string]>(
+  'GW_ERR_RESOURCE_NOT_FOUND', "Resource '%s' not found on server '%s'", 404)
+
+export const CapabilityMissingError = createError<[server: string, capability: string]>(
+  'GW_ERR_NOT_SUPPORTED', "Server '%s' does not offer %s", 404)
+
+/** The server answered the request with a JSON-RPC error of its own (bad params and the like). */
+export const UpstreamRejectedError = createError<[server: string, detail: string]>(
+  'GW_ERR_UPSTREAM_REJECTED', "Server '%s' rejected the request: %s", 400)

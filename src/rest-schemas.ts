@@ -19,8 +19,9 @@ export const ReadyBody = Type.Object({
   servers: Type.Array(Type.Object({
     name: Type.String(),
     state: Type.Union([Type.Literal('starting'), Type.Literal('up'), Type.Literal('down'), Type.Literal('closed')]),
-    tools: Type.Integer({ description: 'Number of tools discovered at start' }),
-    error: Type.Optional(Type.String({ description: 'Why the server is down' }))
+    tools: Type.Integer({ description: 'Number of tools offered now' }),
+    error: Type.Optional(Type.String({ description: 'Why the server is down' })),
+    retryAfter: Type.Optional(Type.Integer({ description: 'Seconds until the gateway next tries to bring it back' }))
   }))
 })
 
@@ -39,5 +40,16 @@ export function callToolResultSchema (structuredContent?: Record<string, unknown
       isError: { type: 'boolean' },
       ...extra
     }
+  }
+}
+
+/** A list answer of the REST routes beyond tools: passed through as the server gave it. */
+export function listSchema (key: string, description: string): Record<string, unknown> {
+  return {
+    description,
+    type: 'object',
+    required: ['server', key],
+    properties: { server: { type: 'string' }, [key]: { type: 'array', items: { type: 'object', additionalProperties: true } } },
+    additionalProperties: true
   }
 }

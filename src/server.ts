@@ -3,12 +3,28 @@ import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import gateway from './app.js'
+import { loadConfig, type GatewayConfig } from './config.js'
+import { builtinServers } from '../servers/index.js'
 
-const USAGE = `Usage: mcp-gateway [--port N] [--host ADDR]
+const USAGE = `Usage: mcp-gateway [--config FILE] [--port N] [--host ADDR]
 
-Runs the MCP gateway with the built-in servers (greet, bye, math).
+Runs the MCP gateway: with the built-in servers (greet, bye, math), or with the
+servers a config file declares.
 
 Options:
+  --config FILE  Config file in the mcpServers format (JSON or YAML), as used by
+                 Claude Desktop, Cursor and mcpo (env MCP_GATEWAY_CONFIG).
+                 Each entry is one of:
+                   { "command": "npx", "args": [...], "env": {...}, "cwd": "..." }   stdio
+                   { "url": "https://.../mcp", "headers": {...} }    Streamable HTTP
+                   { "type": "sse", "url": "http://.../sse" }        legacy HTTP+SSE
+                   { "builtin": "greet" }                            built-in server
+                   { "module": "./server.js", "export": "default" }  in-process factory
+                 and may set prefix, stateless, timeoutMs, disabled, isolation
+                 ("shared" or "session") and tools: { allow: [...], deny: [...] }.
+                 \${VAR} and \${VAR:-default} are read from the environment.
+                 Top level "gateway": { "aggregate": true, "separator": "_" }.
+                 An invalid config exits with code 2 and starts nothing.
   --port N       Port to listen on (env PORT, default 3000)
   --host ADDR    Address to bind (env HOST, default 127.0.0.1)
   -h, --help     Show this help
@@ -29,6 +45,7 @@ let args
 try {
   args = parseArgs({
     options: {
+      config: { type: 'string' },
       port: { type: 'string' },
       host: { type: 'string' },
       help: { type: 'boolean', short: 'h' }
@@ -50,6 +67,17 @@ const list = (value: string | undefined): string[] | undefined => value?.split('
 const allowedHosts = list(process.env.ALLOWED_HOSTS)
 const allowedOrigins = list(process.env.ALLOWED_ORIGINS)
 
+const configFile = args.config ?? process.env.MCP_GATEWAY_CONFIG
+let config: GatewayConfig | undefined
+if (configFile !== undefined && configFile !== '') {
+  try {
+    config = await loadConfig(configFile, process.env, Object.keys(builtinServers))
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  for (const warning of config.warnings) process.stderr.write(`mcp-gateway: warning: ${warning}\n`)
+}
+
 const app = Fastify({
   logger: {
     level: process.env.LOG_LEVEL ?? 'info',
@@ -61,6 +89,7 @@ const app = Fastify({
 })
 
 await app.register(gateway, {
+  ...(config !== undefined && { config }),
   defaults: {
     ...(allowedHosts !== undefined && { allowedHosts }),
     ...(allowedOrigins !== undefined && { allowedOrigins })
@@ -88,6 +117,7 @@ for (const server of app.mcpServers.values()) {
   const tools = server.tools().map(tool => tool.name).join(', ')
   lines.push(`  ${server.name.padEnd(8)} ${base}/${server.name}/mcp   tools: ${server.state === 'up' ? tools : `DOWN (${server.failure ?? server.state})`}`)
 }
+if (app.hasRoute({ method: 'POST', url: '/mcp' })) lines.push(`  all      ${base}/mcp   (every server's tools as <server>_<tool>)`)
 lines.push(`  docs     ${base}/docs   (ReDoc: ${base}/redoc, OpenAPI: ${base}/docs/json)`)
 lines.push(`  health   ${base}/health   readiness: ${base}/ready`)
 process.stdout.write(lines.join('\n') + '\n')

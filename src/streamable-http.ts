@@ -146,11 +146,13 @@ export class StreamableHttpEndpoint {
     const pool = this.#pools[ctx.era]
     const reused = pool.pop()
     if (reused !== undefined) return reused
-    const server = this.#connection.createServer(ctx)
+    const server = this.#connection.createServer(ctx, 'shared')
     const protocol = server instanceof McpServer ? server.server : server
     // createMcpHandler chains its own onclose in front of this one and restores it after
     // the exchange, so this runs once each time the instance is released.
+    const own = protocol.onclose
     protocol.onclose = () => {
+      own?.()
       if (!this.#closing && !pool.includes(server)) pool.push(server)
     }
     return server
@@ -210,7 +212,7 @@ export class StreamableHttpEndpoint {
       // A list change announced by the shared instance reaches the 2026-07-28 clients
       // listening for it on `subscriptions/listen` streams, which the SDK entry serves.
       const mux = new MultiplexTransport({ onUnrelated: message => { this.#publish(message) } })
-      const handle = serveStdio(ctx => this.#connection.createServer(ctx), {
+      const handle = serveStdio(ctx => this.#connection.createServer(ctx, 'shared'), {
         transport: mux,
         legacy: era === 'modern' ? 'reject' : 'serve',
         onerror: err => { this.#options.log.debug({ err }, 'mcp lane error') }
@@ -367,7 +369,7 @@ export class StreamableHttpEndpoint {
     }
     const id = randomUUID()
     const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse })
-    const server = this.#connection.createServer()
+    const server = this.#connection.createServer(undefined, 'session')
     transport.onclose = () => { this.#forget(id) }
     await server.connect(transport)
     this.#sessions.set(id, { transport, server, lastSeen: Date.now() })

@@ -1,0 +1,324 @@
+import { readFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { ConfigError } from './errors.js'
+
+// The config file is the `mcpServers` file that Claude Desktop, Cursor, VS Code and mcpo
+// users already have, so an existing file works as it is: fields that only other tools read
+// are warned about, never refused.
+
+export type Isolation = 'shared' | 'session'
+
+interface CommonServerConfig {
+  /** The entry's key: the server's identity in routes, logs and aggregated tool names. */
+  name: string
+  /** Where the server is mounted; the caller defaults it to `/<name>`. */
+  prefix?: string
+  stateless?: boolean
+  timeoutMs?: number
+  /** Kept in `servers` so the caller can say it skipped it. */
+  disabled?: boolean
+  tools?: { allow?: string[], deny?: string[] }
+  /** One upstream for all clients, or one per session: stdio, http and sse servers only. */
+  isolation?: Isolation
+}
+export interface StdioServerConfig extends CommonServerConfig { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
+export interface RemoteServerConfig extends CommonServerConfig { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
+export interface BuiltinServerConfig extends CommonServerConfig { kind: 'builtin', builtin: string }
+export interface ModuleServerConfig extends CommonServerConfig {
+  kind: 'module'
+  /** Absolute path or package name; a relative path is resolved against the config file's directory. */
+  module: string
+  /** The export that builds the server. Default `default`. */
+  export: string
+}
+export type ServerConfig = StdioServerConfig | RemoteServerConfig | BuiltinServerConfig | ModuleServerConfig
+
+export interface GatewayConfig {
+  /** Absolute path of the file read. */
+  file: string
+  /** In file order, disabled ones included. */
+  servers: ServerConfig[]
+  aggregate: { enabled: boolean, separator: string }
+  /** One sentence per ignored field, naming the file. */
+  warnings: string[]
+}
+
+type Kind = ServerConfig['kind']
+type Entry = Record<string, unknown>
+/** One parse. `dir` anchors relative paths, so they do not depend on where the gateway was started. */
+interface Context { file: string, dir: string, env: NodeJS.ProcessEnv, builtins: readonly string[] | undefined, problems: string[], warnings: string[] }
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/
+const PREFIX = /^\/\S*[^\s/]$/
+const SEPARATOR = /^[A-Za-z0-9_.-]{1,3}$/
+/** Paths of the gateway's own routes: the documentation, health, readiness and the aggregated endpoint. */
+const RESERVED = ['/docs', '/redoc', '/health', '/ready', '/mcp', '/tools']
+/** Every spelling of `type` in use: VS Code, Cursor, Cline and mcpo disagree on Streamable HTTP's. */
+const TRANSPORTS = new Map<unknown, 'stdio' | 'http' | 'sse'>([
+  ['stdio', 'stdio'], ['http', 'http'], ['streamable-http', 'http'], ['streamable_http', 'http'], ['streamableHttp', 'http'], ['sse', 'sse']
+])
+const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'timeoutMs', 'disabled', 'tools', 'isolation']
+const KIND_FIELDS: Record<Kind, string[]> = {
+  stdio: ['command', 'args', 'env', 'cwd'], http: ['url', 'headers'], sse: ['url', 'headers'], builtin: ['builtin'], module: ['module', 'export']
+}
+
+const isObject = (value: unknown): value is Entry => typeof value === 'object' && value !== null && !Array.isArray(value)
+const typeOf = (value: unknown): string => value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value
+/** A wrong value as the user wrote it, or its type when it is not a scalar. */
+const show = (value: unknown): string => typeof value === 'string' ? JSON.stringify(value) : typeof value === 'number' || typeof value === 'boolean' ? String(value) : typeOf(value)
+
+/** Reads and validates a config file; every problem in it is reported at once, in one `ConfigError`. */
+export async function loadConfig (file: string, env: NodeJS.ProcessEnv = process.env, builtins?: readonly string[]): Promise<GatewayConfig> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`Cannot read config file ${file}: ${(err as Error).message}`)
+  }
+  return parseConfig(text, file, env, builtins)
+}
+
+/** `loadConfig` without the read: `file` names the file in messages and anchors relative paths. */
+export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env, builtins?: readonly string[]): GatewayConfig {
+  const absolute = resolve(file)
+  const ctx: Context = { file, dir: dirname(absolute), env, builtins, problems: [], warnings: [] }
+  const root = parseText(text.replace(/^\uFEFF/, ''), file) // Windows editors save JSON with a BOM, which JSON.parse refuses
+  if (!isObject(root)) throw new ConfigError(`${file}: the file must hold an object with mcpServers (got ${typeOf(root)})`)
+
+  if (root.mcpServers !== undefined && root.servers !== undefined) report(ctx, 'mcpServers', 'and servers are both given: keep one')
+  const key = root.mcpServers === undefined && root.servers !== undefined ? 'servers' : 'mcpServers'
+  const entries = root[key]
+  const servers: ServerConfig[] = []
+  if (entries === undefined) report(ctx, 'mcpServers', 'is missing: declare the servers under mcpServers (or VS Code\'s servers)')
+  else if (!isObject(entries)) report(ctx, key, `must be an object of servers by name (got ${typeOf(entries)})`)
+  else if (Object.keys(entries).length === 0) report(ctx, key, 'declares no servers')
+  else {
+    for (const [name, entry] of Object.entries(entries)) {
+      const server = parseServer(name, entry, `${key}.${name}`, ctx)
+      if (server !== undefined) servers.push(server)
+    }
+  }
+  checkPrefixes(servers, key, ctx)
+  const aggregate = parseGateway(root.gateway, ctx)
+  for (const field of Object.keys(root)) {
+    if (!['mcpServers', 'servers', 'gateway'].includes(field)) warnIgnored(ctx, field)
+  }
+  if (ctx.problems.length > 0) throw new ConfigError(ctx.problems.join('\n'))
+  return { file: absolute, servers, aggregate, warnings: ctx.warnings }
+}
+
+function parseText (text: string, file: string): unknown {
+  const yaml = /\.ya?ml$/i.test(file)
+  try {
+    return yaml ? parseYaml(text) : JSON.parse(text)
+  } catch (err) {
+    // yaml appends a code frame to its first line; Node 20's JSON.parse gives only an offset.
+    let message = (err as Error).message.split('\n')[0].replace(/:$/, '')
+    const offset = /at position (\d+)$/.exec(message)?.[1]
+    if (offset !== undefined) {
+      const lines = text.slice(0, Number(offset)).split('\n')
+      message += ` (line ${lines.length} column ${lines[lines.length - 1].length + 1})`
+    }
+    throw new ConfigError(`${file}: invalid ${yaml ? 'YAML' : 'JSON'}: ${message}`)
+  }
+}
+
+/** Returns undefined so that a parser can `return report(...)` for a value it cannot use. */
+function report (ctx: Context, path: string, problem: string): undefined {
+  ctx.problems.push(`${ctx.file}: ${path} ${problem}`)
+  return undefined
+}
+
+function warnIgnored (ctx: Context, path: string): void {
+  ctx.warnings.push(`${ctx.file}: ${path} is not used by the gateway and was ignored`)
+}
+
+function parseServer (name: string, entry: unknown, path: string, ctx: Context): ServerConfig | undefined {
+  if (!NAME.test(name)) report(ctx, path, 'is not a valid server name: use 1 to 64 letters, digits, \'_\' or \'-\'')
+  if (!isObject(entry)) return report(ctx, path, `must be an object (got ${typeOf(entry)})`)
+  const kind = detectKind(entry, path, ctx)
+  if (kind === undefined) return undefined
+  for (const field of Object.keys(entry)) {
+    if (!COMMON_FIELDS.includes(field) && !KIND_FIELDS[kind].includes(field)) warnIgnored(ctx, `${path}.${field}`)
+  }
+
+  const at = (field: string): string => `${path}.${field}`
+  const { prefix, timeoutMs, isolation } = entry
+  if (typeof prefix === 'string' && !PREFIX.test(prefix)) {
+    report(ctx, at('prefix'), `must start with '/', not end with '/' and have no spaces (got ${show(prefix)})`)
+  }
+  if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && (timeoutMs as number) >= 1)) {
+    report(ctx, at('timeoutMs'), `must be a whole number of milliseconds, at least 1 (got ${show(timeoutMs)})`)
+  }
+  // In-process servers have no upstream to share or to start per session, and their own
+  // endpoint serves every tool they define, so a filter there could not be kept.
+  if (entry.tools !== undefined && (kind === 'builtin' || kind === 'module')) {
+    report(ctx, at('tools'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
+  }
+  if (isolation !== undefined && (kind === 'builtin' || kind === 'module')) {
+    report(ctx, at('isolation'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
+  } else if (isolation !== undefined && isolation !== 'shared' && isolation !== 'session') {
+    report(ctx, at('isolation'), `must be "shared" or "session" (got ${show(isolation)})`)
+  }
+  const common = defined({
+    prefix: string(prefix, at('prefix'), ctx),
+    stateless: boolean(entry.stateless, at('stateless'), ctx),
+    timeoutMs: timeoutMs as number | undefined,
+    disabled: boolean(entry.disabled, at('disabled'), ctx),
+    tools: parseTools(entry.tools, at('tools'), ctx),
+    isolation: isolation as Isolation | undefined
+  })
+
+  // The field that chose the kind, interpolated before it is checked so the check sees what
+  // will be used. Undefined once a problem with it is reported.
+  const main = (field: string, interpolated = true): string | undefined => {
+    const before = ctx.problems.length
+    const raw = string(entry[field], at(field), ctx)
+    if (raw === '') report(ctx, at(field), 'must not be empty')
+    const value = raw !== undefined && interpolated ? interpolate(raw, at(field), ctx) : raw
+    return ctx.problems.length === before ? value : undefined
+  }
+  switch (kind) {
+    case 'stdio': {
+      const cwd = string(entry.cwd, at('cwd'), ctx)
+      return defined({
+        name,
+        kind,
+        ...common,
+        command: main('command') ?? '',
+        args: strings(entry.args, at('args'), ctx, true) ?? [],
+        env: record(entry.env, at('env'), ctx),
+        cwd: cwd === undefined ? undefined : resolve(ctx.dir, interpolate(cwd, at('cwd'), ctx))
+      })
+    }
+    case 'http':
+    case 'sse': {
+      const url = main('url')
+      if (url !== undefined && !(URL.canParse(url) && /^https?:$/.test(new URL(url).protocol))) {
+        // Quotes the file's text, not the interpolated URL, which may hold a secret.
+        report(ctx, at('url'), `must be an http: or https: URL (got ${show(entry.url)})`)
+      }
+      return { name, kind, ...common, url: url ?? '', headers: record(entry.headers, at('headers'), ctx) }
+    }
+    case 'builtin': {
+      const builtin = main('builtin', false)
+      if (builtin !== undefined && ctx.builtins !== undefined && !ctx.builtins.includes(builtin)) {
+        report(ctx, at('builtin'), `is ${show(builtin)}, which is not a built-in server (expected one of ${ctx.builtins.join(', ')})`)
+      }
+      return { name, kind, ...common, builtin: builtin ?? '' }
+    }
+    case 'module': {
+      const module = main('module') ?? ''
+      const exported = string(entry.export, at('export'), ctx) ?? 'default'
+      return { name, kind, ...common, module: /^\.\.?[\\/]/.test(module) ? resolve(ctx.dir, module) : module, export: exported }
+    }
+  }
+}
+
+function detectKind (entry: Entry, path: string, ctx: Context): Kind | undefined {
+  const given = (['command', 'url', 'builtin', 'module'] as const).filter(field => entry[field] !== undefined)
+  if (given.length === 0) return report(ctx, path, 'needs one of command (a stdio server), url (an http or sse server), builtin or module')
+  // Guessing which one was meant would start the wrong server.
+  if (given.length > 1) return report(ctx, path, `must have only one of command, url, builtin or module (has ${given.join(' and ')})`)
+  const field = given[0]
+  if (entry.type === undefined) return field === 'command' ? 'stdio' : field === 'url' ? 'http' : field
+  const transport = TRANSPORTS.get(entry.type)
+  if (transport === undefined) return report(ctx, `${path}.type`, `must be one of ${[...TRANSPORTS.keys()].join(', ')} (got ${show(entry.type)})`)
+  const needs = transport === 'stdio' ? 'command' : 'url'
+  if (field !== needs) return report(ctx, `${path}.type`, `is ${show(entry.type)}, which needs ${needs}, but the entry has ${field}`)
+  return transport
+}
+
+/** `${VAR}`, `${VAR:-default}` (the default also when VAR is empty, as in the shell) and VS Code's `${env:VAR}`. */
+function interpolate (value: string, path: string, ctx: Context): string {
+  return value.replace(/\$\{([^}]*)\}/g, (reference, inner: string) => {
+    const match = /^(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s.exec(inner)
+    if (match === null) {
+      report(ctx, path, `has ${reference}, which the gateway cannot fill in (use \${VAR}, \${VAR:-default} or \${env:VAR})`)
+      return reference
+    }
+    const [, name, fallback] = match
+    const set = ctx.env[name]
+    if (set !== undefined && (set !== '' || fallback === undefined)) return set
+    if (fallback !== undefined) return fallback
+    report(ctx, path, `refers to ${reference}, which is not set`)
+    return reference
+  })
+}
+
+function string (value: unknown, path: string, ctx: Context): string | undefined {
+  if (value === undefined || typeof value === 'string') return value
+  return report(ctx, path, `must be a string (got ${typeOf(value)})`)
+}
+
+function boolean (value: unknown, path: string, ctx: Context): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value
+  return report(ctx, path, `must be true or false (got ${typeOf(value)})`)
+}
+
+function strings (value: unknown, path: string, ctx: Context, interpolated: boolean): string[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) return report(ctx, path, `must be an array of strings (got ${typeOf(value)})`)
+  return value.map((item, i) => {
+    const text = string(item, `${path}[${i}]`, ctx) ?? ''
+    return interpolated ? interpolate(text, `${path}[${i}]`, ctx) : text
+  })
+}
+
+function record (value: unknown, path: string, ctx: Context): Record<string, string> {
+  if (value === undefined) return {}
+  if (!isObject(value)) {
+    report(ctx, path, `must be an object of strings (got ${typeOf(value)})`)
+    return {}
+  }
+  return Object.fromEntries(Object.entries(value).map(([key, item]) =>
+    [key, interpolate(string(item, `${path}.${key}`, ctx) ?? '', `${path}.${key}`, ctx)]))
+}
+
+function parseTools (value: unknown, path: string, ctx: Context): CommonServerConfig['tools'] {
+  if (value === undefined) return undefined
+  if (!isObject(value)) return report(ctx, path, `must be an object with allow and/or deny lists (got ${typeOf(value)})`)
+  for (const field of Object.keys(value)) {
+    if (field !== 'allow' && field !== 'deny') report(ctx, `${path}.${field}`, 'is not a known field (expected allow or deny)')
+  }
+  return defined({ allow: strings(value.allow, `${path}.allow`, ctx, false), deny: strings(value.deny, `${path}.deny`, ctx, false) })
+}
+
+function parseGateway (value: unknown, ctx: Context): GatewayConfig['aggregate'] {
+  if (value === undefined) return { enabled: true, separator: '_' }
+  if (!isObject(value)) {
+    report(ctx, 'gateway', `must be an object (got ${typeOf(value)})`)
+    return { enabled: true, separator: '_' }
+  }
+  // The gateway's own section, where a typo would silently change behaviour: an error, not a warning.
+  for (const field of Object.keys(value)) {
+    if (field !== 'aggregate' && field !== 'separator') report(ctx, `gateway.${field}`, 'is not a known setting (expected aggregate or separator)')
+  }
+  const separator = string(value.separator, 'gateway.separator', ctx)
+  if (separator !== undefined && !SEPARATOR.test(separator)) {
+    report(ctx, 'gateway.separator', `must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got ${show(separator)})`)
+  }
+  return { enabled: boolean(value.aggregate, 'gateway.aggregate', ctx) ?? true, separator: separator ?? '_' }
+}
+
+/** Disabled servers are not mounted, so one may keep the prefix of the server that replaces it. */
+function checkPrefixes (servers: ServerConfig[], key: string, ctx: Context): void {
+  const owners = new Map<string, string>()
+  for (const server of servers.filter(server => server.disabled !== true)) {
+    const prefix = server.prefix ?? `/${server.name}`
+    if (RESERVED.includes(prefix)) {
+      report(ctx, `${key}.${server.name}`, `would be mounted at ${prefix}, which the gateway serves itself: give it another prefix`)
+      continue
+    }
+    const owner = owners.get(prefix)
+    if (owner !== undefined) report(ctx, `${key}.${owner}`, `and ${key}.${server.name} are both mounted at ${prefix}: give one a different prefix`)
+    else owners.set(prefix, server.name)
+  }
+}
+
+/** Drops keys whose value is undefined, so a parsed entry has only the fields the file gave. */
+function defined<T extends object> (object: T): T {
+  for (const key of Object.keys(object) as Array<keyof T>) if (object[key] === undefined) Reflect.deleteProperty(object, key)
+  return object
+}

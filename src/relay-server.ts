@@ -1,0 +1,170 @@
+import {
+  type ClientCapabilities,
+  ProtocolError,
+  ProtocolErrorCode,
+  type RequestMethod,
+  Server,
+  type ServerCapabilities,
+  type ServerContext
+} from '@modelcontextprotocol/server'
+import { CallError, type McpMessage, type RelayOptions, type ServerScope } from './connection.js'
+import { sharedJsonSchemaValidator } from './validator.js'
+
+/** What a relay server forwards to: one upstream server, or the aggregate of all of them. */
+export interface RelayTarget {
+  readonly name: string
+  capabilities (): ServerCapabilities
+  instructions (): string | undefined
+  /** `options.session` names the downstream session, for targets that keep state per session. */
+  request (method: string, params: Record<string, unknown> | undefined, options: RelayOptions & { session?: RelaySession }): Promise<Record<string, unknown>>
+  /** Receives the target's notifications that belong to no request; returns the detach. */
+  attach (session: RelaySession): () => void
+}
+
+/** One relay server as its target sees it: a key for per-session state and a way to notify it. */
+export interface RelaySession {
+  readonly scope: ServerScope
+  /** What the downstream client declared at initialize (2025 era), if it has. */
+  clientCapabilities (): ClientCapabilities | undefined
+  /** A notification tied to no request: list changes, resource updates, log messages. */
+  notify (notification: McpMessage): void
+  /** A server→client request tied to no request of the client's (a session's `roots/list`). */
+  ask (request: McpMessage): Promise<Record<string, unknown>>
+}
+
+/** Per-request timeout of relayed requests; progress resets it, as a long tool reports. */
+const RELAY_TIMEOUT_MS = 60_000
+
+/**
+ * A low-level SDK server whose every request is relayed to a target. The SDK server owns the
+ * downstream protocol (initialize, both eras, ping, cancellation); the relay maps each
+ * request to `target.request` with the downstream context that routes the upstream's
+ * progress, log messages and questions back to the client that caused them.
+ *
+ * Only what the target declares is declared, so a client sees the upstream's own surface.
+ */
+export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs = RELAY_TIMEOUT_MS): Server {
+  const upstream = target.capabilities()
+  const capabilities: ServerCapabilities = {
+    ...(upstream.tools !== undefined && { tools: { listChanged: true } }),
+    ...(upstream.prompts !== undefined && { prompts: { listChanged: true } }),
+    ...(upstream.resources !== undefined && { resources: { listChanged: true, subscribe: upstream.resources.subscribe === true } }),
+    ...(upstream.completions !== undefined && { completions: {} }),
+    ...(upstream.logging !== undefined && { logging: {} })
+  }
+  const instructions = target.instructions()
+  const server = new Server({ name: target.name, version: '1.0.0' }, {
+    capabilities,
+    ...(instructions !== undefined && { instructions }),
+    jsonSchemaValidator: sharedJsonSchemaValidator
+  })
+
+  const subscribed = new Set<string>()
+  const session: RelaySession = {
+    scope,
+    clientCapabilities: () => server.getClientCapabilities(),
+    ask: async (request) => await server.request(request as { method: RequestMethod, params?: Record<string, unknown> }) as Record<string, unknown>,
+    notify (notification) {
+      if (server.transport === undefined) return
+      const sent = notificationFor(server, notification, subscribed)
+      sent?.catch(() => {})
+    }
+  }
+  const detach = target.attach(session)
+  const previous = server.onclose
+  server.onclose = () => {
+    previous?.()
+    detach()
+    // A shared upstream keeps a subscription while any session holds it.
+    for (const uri of subscribed) target.request('resources/unsubscribe', { uri }, { session }).catch(() => {})
+    subscribed.clear()
+  }
+
+  const relay = (method: string) => async (request: { params?: Record<string, unknown> }, ctx: ServerContext): Promise<Record<string, unknown>> => {
+    try {
+      return await target.request(method, request.params, { ...relayOptions(ctx, timeoutMs), session })
+    } catch (err) {
+      throw toProtocolError(err, target.name)
+    }
+  }
+  // The SDK types each handler by method; the relay passes params and results through as
+  // they are, validated by the upstream and by the SDK on each side.
+  const handle = server.setRequestHandler.bind(server) as (method: string, handler: ReturnType<typeof relay>) => void
+  if (capabilities.tools !== undefined) {
+    handle('tools/list', relay('tools/list'))
+    handle('tools/call', relay('tools/call'))
+  }
+  if (capabilities.prompts !== undefined) {
+    handle('prompts/list', relay('prompts/list'))
+    handle('prompts/get', relay('prompts/get'))
+  }
+  if (capabilities.resources !== undefined) {
+    handle('resources/list', relay('resources/list'))
+    handle('resources/templates/list', relay('resources/templates/list'))
+    handle('resources/read', relay('resources/read'))
+    if (capabilities.resources.subscribe === true) {
+      const subscribe = relay('resources/subscribe')
+      const unsubscribe = relay('resources/unsubscribe')
+      handle('resources/subscribe', async (request, ctx) => {
+        const result = await subscribe(request, ctx)
+        subscribed.add(String(request.params?.uri))
+        return result
+      })
+      handle('resources/unsubscribe', async (request, ctx) => {
+        subscribed.delete(String(request.params?.uri))
+        return await unsubscribe(request, ctx)
+      })
+    }
+  }
+  if (capabilities.completions !== undefined) handle('completion/complete', relay('completion/complete'))
+  if (capabilities.logging !== undefined) handle('logging/setLevel', relay('logging/setLevel'))
+  return server
+}
+
+/** Maps the SDK handler context onto the relay's options: cancellation, progress, the client. */
+function relayOptions (ctx: ServerContext, timeoutMs: number): RelayOptions {
+  const progressToken = ctx.mcpReq._meta?.progressToken
+  return {
+    signal: ctx.mcpReq.signal,
+    timeoutMs,
+    ...(progressToken !== undefined && {
+      onProgress: progress => {
+        ctx.mcpReq.notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {})
+      }
+    }),
+    downstream: {
+      send: async (request) => await ctx.mcpReq.send(request as { method: RequestMethod, params?: Record<string, unknown> }) as Record<string, unknown>,
+      notify: async (notification) => { await ctx.mcpReq.notify(notification) }
+    }
+  }
+}
+
+function notificationFor (server: Server, notification: McpMessage, subscribed: Set<string>): Promise<void> | undefined {
+  switch (notification.method) {
+    case 'notifications/tools/list_changed': return server.sendToolListChanged()
+    case 'notifications/prompts/list_changed': return server.sendPromptListChanged()
+    case 'notifications/resources/list_changed': return server.sendResourceListChanged()
+    case 'notifications/resources/updated': {
+      const uri = notification.params?.uri
+      return typeof uri === 'string' && subscribed.has(uri) ? server.sendResourceUpdated({ uri }) : undefined
+    }
+    case 'notifications/message':
+      return server.getCapabilities().logging === undefined
+        ? undefined
+        : server.sendLoggingMessage(notification.params as Parameters<Server['sendLoggingMessage']>[0])
+  }
+  return undefined
+}
+
+/**
+ * The downstream client's view of a failed relay: the upstream's own JSON-RPC error as it
+ * was, and a gateway failure (down, timed out, crashed) as an internal error that names it.
+ */
+export function toProtocolError (err: unknown, server: string): ProtocolError {
+  if (err instanceof ProtocolError) return err
+  if (err instanceof CallError) {
+    if (err.code === 'PROTOCOL_ERROR' && err.rpcCode !== undefined) return new ProtocolError(err.rpcCode, err.message, err.data)
+    return new ProtocolError(ProtocolErrorCode.InternalError, `Server '${server}': ${err.message}`)
+  }
+  return new ProtocolError(ProtocolErrorCode.InternalError, `Server '${server}' failed to handle the request`)
+}

@@ -1,0 +1,460 @@
+import { createInterface } from 'node:readline'
+import type { Readable } from 'node:stream'
+import type { FastifyBaseLogger } from 'fastify'
+import {
+  Client,
+  ProtocolError,
+  ProtocolErrorCode,
+  SdkError,
+  SdkErrorCode,
+  SSEClientTransport,
+  StreamableHTTPClientTransport,
+  type ClientCapabilities,
+  type ListToolsResult,
+  type RequestMethod,
+  type ServerCapabilities,
+  type Tool,
+  type Transport
+} from '@modelcontextprotocol/client'
+import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio'
+import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
+import {
+  CallError,
+  LIST_CHANGED,
+  type Downstream,
+  type ListKind,
+  type McpConnection,
+  type McpMessage,
+  type RelayOptions,
+  type ServerScope,
+  type ServerState
+} from './connection.js'
+import { relayServer, type RelaySession } from './relay-server.js'
+
+/** How to reach an upstream server. */
+export type UpstreamTransport =
+  | { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
+  | { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
+
+export interface UpstreamOptions {
+  transport: UpstreamTransport
+  /**
+   * `shared` (default): one upstream connection for every downstream client, with each
+   * request's progress, log messages and questions routed to the client that made it.
+   * `session`: each 2025-era downstream session gets its own upstream connection (its own
+   * child process, for stdio), for servers that keep per-user state.
+   */
+  isolation?: 'shared' | 'session'
+  /** Tools to offer (all when absent) and tools to hide, by the upstream's names. */
+  tools?: { allow?: string[], deny?: string[] }
+  /** Longest wait for a connection and its `initialize`. Default 10000 ms. */
+  connectTimeoutMs?: number
+  /** Per-request timeout of relayed MCP requests (progress resets it). Default 60000 ms. */
+  timeoutMs?: number
+  /** Reconnect backoff: the first delay, doubled per failure up to the last. Default 1000 to 30000 ms. */
+  retry?: { initialMs?: number, maxMs?: number }
+  log?: FastifyBaseLogger
+}
+
+const CLIENT_INFO = { name: 'fastify-mcp-gateway', version: '1.0.0' }
+
+/** Child processes alive now, killed if the gateway's own process exits without closing them. */
+const children = new Set<number>()
+let exitHookInstalled = false
+function trackChild (pid: number): void {
+  children.add(pid)
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  // Runs on process.exit and on an uncaught exception; a SIGKILL of the gateway leaves the
+  // children to notice their stdin closing, which every stdio MCP server treats as the end.
+  process.once('exit', () => {
+    for (const child of children) {
+      try { process.kill(child, 'SIGKILL') } catch {}
+    }
+  })
+}
+
+/** One SDK client connection to the upstream, and the downstream requests waiting on it. */
+interface Link {
+  client: Client
+  pid: number | undefined
+  /** Requests in flight, with the downstream client of each (undefined for REST calls). */
+  inflight: Map<symbol, Downstream | undefined>
+  /** Set for a session's own link: where unrelated messages go. */
+  session: RelaySession | undefined
+}
+
+/**
+ * An upstream MCP server: a child process over stdio, or a remote one over Streamable HTTP
+ * or the legacy HTTP+SSE transport, reached with the SDK's client.
+ *
+ * The gateway holds one shared connection, opened at boot within `connectTimeoutMs`. When
+ * it cannot be opened, or closes later (the child exits, the remote goes away), the server
+ * is down: calls in flight fail (502), new ones get 503 with `Retry-After`, and the
+ * connection is reopened with exponential backoff.
+ *
+ * Routing the upstream's messages: progress is tied to its request by the SDK's progress
+ * tokens. Log messages and server→client requests (sampling, elicitation, roots) carry no
+ * request id on stdio, so on a shared connection they go to the one downstream client with
+ * a request in flight; when several clients have, a question is refused with an error that
+ * points to `isolation: "session"` (never sent to a client it may not belong to), and a log
+ * message goes to the gateway's log. A session's own connection routes everything to it.
+ */
+export class UpstreamConnection implements McpConnection {
+  readonly name: string
+  #options: UpstreamOptions
+  #log: FastifyBaseLogger | undefined
+  #state: ServerState = 'starting'
+  #failure: string | undefined
+  #shared: Link | undefined
+  #sessionLinks = new Map<RelaySession, Promise<Link>>()
+  #sessions = new Set<RelaySession>()
+  #listeners = new Set<(kind: ListKind) => void>()
+  #capabilities: ServerCapabilities = {}
+  #instructions: string | undefined
+  #tools: Tool[] = []
+  #subscriptions = new Map<string, number>()
+  #attempt = 0
+  #retryAt: number | undefined
+  #retryTimer: NodeJS.Timeout | undefined
+  #closing = false
+  #starting: Promise<void> | undefined
+
+  constructor (name: string, options: UpstreamOptions) {
+    this.name = name
+    this.#options = options
+    this.#log = options.log
+  }
+
+  get state (): ServerState { return this.#state }
+  get failure (): string | undefined { return this.#failure }
+  get retryAfter (): number | undefined {
+    if (this.#state !== 'down' || this.#retryAt === undefined) return undefined
+    return Math.max(1, Math.ceil((this.#retryAt - Date.now()) / 1000))
+  }
+
+  /** The shared connection's child process, for stdio upstreams that are up. */
+  get pid (): number | undefined { return this.#shared?.pid }
+
+  tools (): readonly Tool[] { return this.#tools }
+  capabilities (): ServerCapabilities { return this.#capabilities }
+  instructions (): string | undefined { return this.#instructions }
+
+  /**
+   * Connects at boot. Idempotent, so the gateway can start every upstream at once and each
+   * mount plugin then awaits its own: boot takes as long as the slowest, not the sum.
+   */
+  start (): Promise<void> {
+    this.#starting ??= this.#connectShared().catch(err => {
+      this.#down(err instanceof Error ? err.message : String(err))
+      throw err
+    })
+    return this.#starting
+  }
+
+  async #connectShared (): Promise<void> {
+    const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } })
+    try {
+      const capabilities = link.client.getServerCapabilities() ?? {}
+      const tools = capabilities.tools === undefined ? [] : await listTools(link.client, this.#options.connectTimeoutMs)
+      if (this.#closing) throw new Error('the gateway is closing')
+      this.#capabilities = capabilities
+      this.#instructions = link.client.getInstructions()
+      this.#tools = tools.filter(tool => this.#offers(tool.name))
+    } catch (err) {
+      await link.client.close().catch(() => {})
+      throw err
+    }
+    this.#shared = link
+    this.#state = 'up'
+    this.#failure = undefined
+    this.#attempt = 0
+    this.#retryAt = undefined
+    this.#subscriptions.clear()
+    link.client.onclose = () => {
+      if (this.#shared !== link) return
+      this.#shared = undefined
+      this.#down(link.pid === undefined ? 'the connection closed' : `the server process (pid ${link.pid}) exited`)
+    }
+  }
+
+  /** Marks the server down and, unless the gateway is closing, schedules the next attempt. */
+  #down (reason: string): void {
+    if (this.#closing) return
+    this.#state = 'down'
+    this.#failure = reason
+    if (this.#retryTimer !== undefined) return
+    const retry = this.#options.retry ?? {}
+    const delay = Math.min((retry.initialMs ?? 1000) * 2 ** this.#attempt, retry.maxMs ?? 30_000)
+    this.#attempt++
+    this.#retryAt = Date.now() + delay
+    this.#log?.warn({ reason, retryInMs: delay }, 'upstream mcp server is down')
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined
+      this.#connectShared().then(() => {
+        this.#log?.info({ tools: this.#tools.map(tool => tool.name) }, 'upstream mcp server is back')
+        for (const kind of ['tools', 'prompts', 'resources'] as const) this.#changed(kind)
+      }, err => { this.#down(err instanceof Error ? err.message : String(err)) })
+    }, delay)
+    this.#retryTimer.unref()
+  }
+
+  /** Opens one client connection: the shared one, or a session's own (`session` given). */
+  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities): Promise<Link> {
+    const client = new Client(CLIENT_INFO, { capabilities })
+    const link: Link = { client, pid: undefined, inflight: new Map(), session }
+    const transport = this.#transport()
+    client.onerror = err => { this.#log?.debug({ err }, 'upstream mcp client error') }
+    // The SDK refuses a handler for a capability the client does not declare.
+    const questions = { sampling: 'sampling/createMessage', elicitation: 'elicitation/create', roots: 'roots/list' } as const
+    for (const [capability, method] of Object.entries(questions)) {
+      if (capabilities[capability as keyof typeof questions] === undefined) continue
+      client.setRequestHandler(method, async request => await this.#ask(link, { method, ...(request.params !== undefined && { params: request.params }) }) as never)
+    }
+    for (const method of [...Object.keys(LIST_CHANGED), 'notifications/resources/updated', 'notifications/message']) {
+      client.setNotificationHandler(method as 'notifications/message', notification => { this.#unrelated(link, notification as McpMessage) })
+    }
+    const timeout = this.#options.connectTimeoutMs ?? 10_000
+    try {
+      await withTimeout(client.connect(transport, { timeout }), timeout, `no answer to initialize within ${timeout} ms`)
+    } catch (err) {
+      await client.close().catch(() => {})
+      throw err
+    }
+    if (transport instanceof StdioClientTransport && transport.pid !== null) {
+      const pid = transport.pid
+      link.pid = pid
+      trackChild(pid)
+      const previous = client.onclose
+      client.onclose = () => {
+        children.delete(pid)
+        previous?.()
+      }
+    }
+    return link
+  }
+
+  #transport (): Transport {
+    const spec = this.#options.transport
+    if (spec.kind === 'stdio') {
+      const transport = new StdioClientTransport({
+        command: spec.command,
+        args: spec.args,
+        env: { ...getDefaultEnvironment(), ...spec.env },
+        ...(spec.cwd !== undefined && { cwd: spec.cwd }),
+        stderr: 'pipe'
+      })
+      // The child's stderr is its log: each line goes to the gateway's, under the server's name.
+      const stderr = transport.stderr as Readable | null
+      if (stderr !== null) {
+        createInterface({ input: stderr }).on('line', line => { this.#log?.info({ stderr: line }, 'upstream mcp server stderr') })
+      }
+      return transport
+    }
+    const requestInit = { headers: spec.headers }
+    return spec.kind === 'sse'
+      ? new SSEClientTransport(new URL(spec.url), { requestInit, eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...spec.headers, ...(init?.headers as Record<string, string>) } }) } })
+      : new StreamableHTTPClientTransport(new URL(spec.url), { requestInit })
+  }
+
+  #offers (tool: string): boolean {
+    const { allow, deny } = this.#options.tools ?? {}
+    return (allow === undefined || allow.includes(tool)) && !(deny?.includes(tool) ?? false)
+  }
+
+  /** A server→client request from the upstream, sent to the downstream client it belongs to. */
+  async #ask (link: Link, request: McpMessage): Promise<Record<string, unknown>> {
+    const callers = [...link.inflight.values()]
+    if (callers.length === 0 && link.session !== undefined) return await link.session.ask(request)
+    if (callers.length !== 1) {
+      throw new ProtocolError(ProtocolErrorCode.InternalError, callers.length === 0
+        ? `The gateway has no client to forward '${request.method}' to: no request is in flight`
+        : `The gateway cannot tell which of ${callers.length} clients '${request.method}' is for on a shared connection; configure the server with isolation "session"`)
+    }
+    const caller = callers[0]
+    if (caller === undefined) {
+      throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be answered: the call came over the gateway's REST API, which has no client to ask`)
+    }
+    try {
+      return await caller.send(request)
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err
+      if (err instanceof SdkError && err.code === SdkErrorCode.MethodNotSupportedByProtocolVersion) {
+        throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be forwarded: the downstream client speaks MCP 2026-07-28, which has no server-to-client requests, and the gateway does not translate them`)
+      }
+      throw new ProtocolError(ProtocolErrorCode.InternalError, `The downstream client did not answer '${request.method}': ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+
+  /** A notification from the upstream that the SDK did not tie to a request itself. */
+  #unrelated (link: Link, notification: McpMessage): void {
+    if (notification.method === 'notifications/message') {
+      const callers = [...link.inflight.values()]
+      const caller = callers.length === 1 ? callers[0] : undefined
+      if (caller !== undefined) caller.notify(notification).catch(() => {})
+      else if (link.session !== undefined) link.session.notify(notification)
+      else this.#log?.info({ upstreamLog: notification.params }, 'upstream mcp server log message')
+      return
+    }
+    if (link.session !== undefined) {
+      link.session.notify(notification)
+      return
+    }
+    const kind = LIST_CHANGED[notification.method]
+    if (kind === 'tools') {
+      listTools(link.client, this.#options.timeoutMs).then(tools => {
+        this.#tools = tools.filter(tool => this.#offers(tool.name))
+        this.#changed('tools')
+      }, err => { this.#log?.warn({ err }, 'listing upstream tools after a change failed') })
+      return
+    }
+    if (kind !== undefined) {
+      this.#changed(kind)
+      return
+    }
+    for (const session of this.#sessions) session.notify(notification)
+  }
+
+  #changed (kind: ListKind): void {
+    for (const listener of this.#listeners) listener(kind)
+    for (const session of this.#sessions) session.notify({ method: `notifications/${kind}/list_changed` })
+  }
+
+  onListChanged (listener: (kind: ListKind) => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  attach (session: RelaySession): () => void {
+    this.#sessions.add(session)
+    return () => {
+      this.#sessions.delete(session)
+      const own = this.#sessionLinks.get(session)
+      this.#sessionLinks.delete(session)
+      own?.then(link => link.client.close(), () => {}).catch(() => {})
+    }
+  }
+
+  createServer (_ctx?: McpRequestContext, scope: ServerScope = 'shared'): Server {
+    return relayServer(this, scope, this.#options.timeoutMs)
+  }
+
+  async callTool (name: string, args: Record<string, unknown>, options?: RelayOptions): Promise<CallToolResult> {
+    return await this.request('tools/call', { name, arguments: args }, options) as CallToolResult
+  }
+
+  async request (method: string, params: Record<string, unknown> | undefined, options: RelayOptions & { session?: RelaySession } = {}): Promise<Record<string, unknown>> {
+    const own = this.#options.isolation === 'session' && options.session?.scope === 'session'
+    if (!own) {
+      if (method === 'tools/list') return { tools: this.#tools }
+      if (method === 'resources/subscribe' || method === 'resources/unsubscribe') {
+        // One upstream subscription per URI while any session holds it.
+        const uri = String(params?.uri)
+        const holders = (this.#subscriptions.get(uri) ?? 0) + (method === 'resources/subscribe' ? 1 : -1)
+        if (holders > 0) this.#subscriptions.set(uri, holders)
+        else this.#subscriptions.delete(uri)
+        if (method === 'resources/subscribe' ? holders > 1 : holders > 0) return {}
+      }
+    }
+    if (method === 'tools/call' && !this.#offers(String(params?.name))) {
+      throw new CallError('PROTOCOL_ERROR', `Tool ${String(params?.name)} not found`, ProtocolErrorCode.InvalidParams)
+    }
+    const link = own ? await this.#sessionLink(options.session as RelaySession) : this.#shared
+    if (link === undefined || this.#state !== 'up') {
+      throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}${this.#failure === undefined ? '' : `: ${this.#failure}`}`)
+    }
+    const key = Symbol(method)
+    link.inflight.set(key, options.downstream)
+    try {
+      const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, {
+        ...(options.signal !== undefined && { signal: options.signal }),
+        timeout: options.timeoutMs ?? this.#options.timeoutMs ?? 60_000,
+        resetTimeoutOnProgress: true,
+        ...(options.onProgress !== undefined && { onprogress: options.onProgress })
+      }) as Record<string, unknown>
+      if (method === 'tools/list' && own) {
+        return { ...result, tools: (result as ListToolsResult).tools.filter(tool => this.#offers(tool.name)) }
+      }
+      return result
+    } catch (err) {
+      const error = toCallError(err)
+      // Over HTTP nothing announces a remote going away: a request that cannot reach it
+      // (refused, reset, its session gone) takes the server down and starts the reconnects.
+      if (error.code === 'CONNECTION_CLOSED' && link === this.#shared && this.#options.transport.kind !== 'stdio') {
+        this.#shared = undefined
+        link.client.close().catch(() => {})
+        this.#down(error.message)
+      }
+      throw error
+    } finally {
+      link.inflight.delete(key)
+    }
+  }
+
+  /** A session's own upstream connection, opened on its first request. */
+  async #sessionLink (session: RelaySession): Promise<Link> {
+    let link = this.#sessionLinks.get(session)
+    if (link === undefined) {
+      const { sampling, elicitation, roots } = session.clientCapabilities() ?? {}
+      link = this.#open(session, {
+        ...(sampling !== undefined && { sampling }),
+        ...(elicitation !== undefined && { elicitation }),
+        ...(roots !== undefined && { roots })
+      })
+      this.#sessionLinks.set(session, link)
+      // A session's connection that fails or ends is opened anew on its next request.
+      const forget = (): void => { if (this.#sessionLinks.get(session) === link) this.#sessionLinks.delete(session) }
+      link.then(opened => {
+        const previous = opened.client.onclose
+        opened.client.onclose = () => { forget(); previous?.() }
+      }, forget)
+    }
+    return await link
+  }
+
+  async close (): Promise<void> {
+    this.#closing = true
+    this.#state = 'closed'
+    clearTimeout(this.#retryTimer)
+    this.#retryTimer = undefined
+    const links = [...this.#sessionLinks.values()]
+    this.#sessionLinks.clear()
+    const shared = this.#shared
+    this.#shared = undefined
+    await Promise.allSettled([
+      shared?.client.close(),
+      ...links.map(async link => { await (await link).client.close() })
+    ])
+  }
+}
+
+async function listTools (client: Client, timeout = 60_000): Promise<Tool[]> {
+  const tools: Tool[] = []
+  let cursor: string | undefined
+  do {
+    const page = await client.request({ method: 'tools/list', params: cursor === undefined ? {} : { cursor } }, { timeout })
+    tools.push(...page.tools)
+    cursor = page.nextCursor
+  } while (cursor !== undefined)
+  return tools
+}
+
+function withTimeout<T> (promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => { reject(new CallError('REQUEST_TIMEOUT', message)) }, ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => { clearTimeout(timer) })
+}
+
+/** The SDK client's failures in the gateway's terms, so every connection fails alike. */
+function toCallError (err: unknown): CallError {
+  if (err instanceof CallError) return err
+  if (err instanceof ProtocolError) return new CallError('PROTOCOL_ERROR', err.message, err.code, err.data)
+  if (err instanceof SdkError) {
+    if (err.code === SdkErrorCode.RequestTimeout) return new CallError('REQUEST_TIMEOUT', err.message)
+    return new CallError('CONNECTION_CLOSED', err.message)
+  }
+  if (err instanceof Error && err.name === 'AbortError') return new CallError('ABORTED', 'The call was cancelled')
+  return new CallError('CONNECTION_CLOSED', err instanceof Error ? err.message : String(err))
+}

@@ -1,0 +1,309 @@
+import t, { type Test } from 'tap'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { loadConfig, parseConfig, type GatewayConfig } from '../../src/config.js'
+
+const fixtures = fileURLToPath(new URL('../fixtures/configs/', import.meta.url))
+
+/** Parses `config` (an object is written out as JSON) as the file `gateway.json`. */
+function parse (config: unknown, env: NodeJS.ProcessEnv = {}, builtins?: readonly string[]): GatewayConfig {
+  return parseConfig(typeof config === 'string' ? config : JSON.stringify(config), 'gateway.json', env, builtins)
+}
+
+/** The lines of the `ConfigError` that parsing `config` throws. */
+function problems (t: Test, config: unknown, env: NodeJS.ProcessEnv = {}, builtins?: readonly string[]): string[] {
+  try {
+    parse(config, env, builtins)
+  } catch (err) {
+    t.equal((err as { code?: string }).code, 'GW_ERR_CONFIG')
+    return (err as Error).message.split('\n')
+  }
+  t.fail('expected a ConfigError')
+  return []
+}
+
+t.test('each kind of entry, with every spelling of type', async t => {
+  const config = parse({
+    mcpServers: {
+      files: { command: 'npx', args: ['-y', 'server-filesystem', '/srv'] },
+      typed: { type: 'stdio', command: 'node', args: [], env: { DEBUG: '1' }, cwd: '/opt/server' },
+      remote: { url: 'https://mcp.example.com/mcp', headers: { 'x-team': 'a' } },
+      http: { type: 'http', url: 'http://127.0.0.1:1/mcp' },
+      dashed: { type: 'streamable-http', url: 'http://127.0.0.1:2/mcp' },
+      underscored: { type: 'streamable_http', url: 'http://127.0.0.1:3/mcp' },
+      camel: { type: 'streamableHttp', url: 'http://127.0.0.1:4/mcp' },
+      legacy: { type: 'sse', url: 'http://127.0.0.1:9000/sse' },
+      greet: { builtin: 'greet' },
+      pkg: { module: 'some-mcp-package', export: 'createServer' },
+      plain: { module: '/opt/server.js' }
+    }
+  })
+  t.same(config.servers, [
+    { name: 'files', kind: 'stdio', command: 'npx', args: ['-y', 'server-filesystem', '/srv'], env: {} },
+    { name: 'typed', kind: 'stdio', command: 'node', args: [], env: { DEBUG: '1' }, cwd: '/opt/server' },
+    { name: 'remote', kind: 'http', url: 'https://mcp.example.com/mcp', headers: { 'x-team': 'a' } },
+    { name: 'http', kind: 'http', url: 'http://127.0.0.1:1/mcp', headers: {} },
+    { name: 'dashed', kind: 'http', url: 'http://127.0.0.1:2/mcp', headers: {} },
+    { name: 'underscored', kind: 'http', url: 'http://127.0.0.1:3/mcp', headers: {} },
+    { name: 'camel', kind: 'http', url: 'http://127.0.0.1:4/mcp', headers: {} },
+    { name: 'legacy', kind: 'sse', url: 'http://127.0.0.1:9000/sse', headers: {} },
+    { name: 'greet', kind: 'builtin', builtin: 'greet' },
+    { name: 'pkg', kind: 'module', module: 'some-mcp-package', export: 'createServer' },
+    { name: 'plain', kind: 'module', module: '/opt/server.js', export: 'default' }
+  ])
+  t.same(config.aggregate, { enabled: true, separator: '_' })
+  t.same(config.warnings, [])
+  t.equal(config.file, join(process.cwd(), 'gateway.json'))
+})
+
+t.test('the gateway fields of an entry', async t => {
+  const { servers: [server] } = parse({
+    mcpServers: {
+      files: { command: 'npx', prefix: '/fs', stateless: true, timeoutMs: 5000, disabled: false, isolation: 'session', tools: { allow: ['read_file'], deny: ['write_file'] } }
+    },
+    gateway: { aggregate: false, separator: '.' }
+  })
+  t.same(server, {
+    name: 'files', kind: 'stdio', command: 'npx', args: [], env: {}, prefix: '/fs', stateless: true, timeoutMs: 5000, disabled: false, isolation: 'session', tools: { allow: ['read_file'], deny: ['write_file'] }
+  })
+})
+
+t.test('a Claude Desktop config parses as it is, its other fields warned about', async t => {
+  const file = join(fixtures, 'claude-desktop.json')
+  const config = await loadConfig(file, {})
+  t.equal(config.file, file)
+  t.same(config.servers.map(server => [server.name, server.kind]), [['filesystem', 'stdio'], ['github', 'stdio'], ['weather', 'stdio']])
+  t.same(config.servers[1], {
+    name: 'github', kind: 'stdio', command: 'npx', args: ['-y', '@modelcontextprotocol/server-github'], env: { GITHUB_PERSONAL_ACCESS_TOKEN: '<YOUR_TOKEN>' }
+  })
+  t.same(config.warnings, [
+    `${file}: mcpServers.weather.description is not used by the gateway and was ignored`,
+    `${file}: globalShortcut is not used by the gateway and was ignored`
+  ])
+})
+
+t.test('a VS Code mcp.json, with its servers key and ${env:VAR}', async t => {
+  const file = join(fixtures, 'vscode-mcp.json')
+  const config = await loadConfig(file, { HOME: '/home/ada' })
+  t.same(config.servers, [
+    { name: 'memory', kind: 'stdio', command: 'npx', args: ['-y', '@modelcontextprotocol/server-memory'], env: { MEMORY_FILE_PATH: '/home/ada/memory.json' } },
+    { name: 'github', kind: 'http', url: 'https://api.githubcopilot.com/mcp/', headers: {} }
+  ])
+  t.same(config.warnings, [
+    `${file}: servers.memory.envFile is not used by the gateway and was ignored`,
+    `${file}: inputs is not used by the gateway and was ignored`
+  ])
+})
+
+t.test('mcpServers and servers together are refused', async t => {
+  t.same(problems(t, { mcpServers: { a: { builtin: 'greet' } }, servers: { b: { builtin: 'bye' } } }),
+    ['gateway.json: mcpServers and servers are both given: keep one'])
+})
+
+t.test('a YAML file, read from disk', async t => {
+  const file = join(fixtures, 'gateway.yaml')
+  const config = await loadConfig(file, { REMOTE_TOKEN: 's3cret' }, ['greet', 'bye'])
+  t.same(config.servers, [
+    { name: 'files', kind: 'stdio', command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/srv/data'], env: {}, isolation: 'session' },
+    { name: 'remote', kind: 'http', url: 'https://mcp.example.com/mcp', headers: { Authorization: 'Bearer s3cret' }, tools: { deny: ['delete_everything'] } },
+    { name: 'legacy', kind: 'sse', url: 'http://127.0.0.1:9000/sse', headers: {}, timeoutMs: 5000 },
+    { name: 'greet', kind: 'builtin', builtin: 'greet', prefix: '/hello' },
+    { name: 'mine', kind: 'module', module: join(fixtures, 'my-server.js'), export: 'createServer', disabled: true }
+  ])
+  t.same(config.aggregate, { enabled: false, separator: '.' })
+})
+
+t.test('interpolation', async t => {
+  t.test('fills ${VAR}, ${VAR:-default} and ${env:VAR} in every field that takes it', async t => {
+    const env = { BIN: 'node', DIR: '/srv', TOKEN: 'abc', EMPTY: '', HOST: 'mcp.example.com' }
+    const { servers } = parse({
+      mcpServers: {
+        local: { command: '${BIN}', args: ['${env:DIR}/data', '${MISSING:-fallback}', '${EMPTY:-used when empty}', '${EMPTY}'], env: { KEY: '${TOKEN}' }, cwd: '${DIR}' },
+        remote: { url: 'https://${HOST}/mcp', headers: { Authorization: 'Bearer ${TOKEN}' } },
+        mod: { module: '${DIR}/server.js' }
+      }
+    }, env)
+    t.same(servers, [
+      { name: 'local', kind: 'stdio', command: 'node', args: ['/srv/data', 'fallback', 'used when empty', ''], env: { KEY: 'abc' }, cwd: '/srv' },
+      { name: 'remote', kind: 'http', url: 'https://mcp.example.com/mcp', headers: { Authorization: 'Bearer abc' } },
+      { name: 'mod', kind: 'module', module: '/srv/server.js', export: 'default' }
+    ])
+  })
+
+  t.test('leaves $$, a lone $ and $NAME alone', async t => {
+    const { servers: [server] } = parse({ mcpServers: { s: { command: 'sh', args: ['-c', 'echo $HOME $$ costs $5 $'] } } }, { HOME: '/home/ada' })
+    t.same((server as { args: string[] }).args, ['-c', 'echo $HOME $$ costs $5 $'])
+  })
+
+  t.test('an unset variable without a default names the field and the variable', async t => {
+    t.same(problems(t, {
+      mcpServers: {
+        remote: { url: 'https://mcp.example.com/mcp', headers: { Authorization: 'Bearer ${REMOTE_TOKEN}' } },
+        local: { command: 'node', args: ['--key', '${env:API_KEY}'] }
+      }
+    }), [
+      'gateway.json: mcpServers.remote.headers.Authorization refers to ${REMOTE_TOKEN}, which is not set',
+      'gateway.json: mcpServers.local.args[1] refers to ${env:API_KEY}, which is not set'
+    ])
+  })
+
+  t.test('a reference the gateway cannot fill is an error, not passed on as text', async t => {
+    t.same(problems(t, { servers: { s: { command: 'node', env: { KEY: '${input:api-key}' } } } }), [
+      'gateway.json: servers.s.env.KEY has ${input:api-key}, which the gateway cannot fill in (use ${VAR}, ${VAR:-default} or ${env:VAR})'
+    ])
+  })
+})
+
+t.test('a relative module path or cwd is resolved against the config file\'s directory', async t => {
+  const { servers } = parseConfig(JSON.stringify({
+    mcpServers: {
+      here: { module: './my-server.js' },
+      up: { module: '../lib/server.js', export: 'build' },
+      scoped: { module: '@acme/mcp-server' },
+      tool: { command: 'python', args: ['server.py'], cwd: 'tools' }
+    }
+  }), '/etc/gateway/gateway.json', {})
+  t.same(servers.map(server => server.kind === 'module' ? server.module : server.kind === 'stdio' ? server.cwd : undefined),
+    ['/etc/gateway/my-server.js', '/etc/lib/server.js', '@acme/mcp-server', '/etc/gateway/tools'])
+})
+
+t.test('every problem in the file is reported together, one per line, each naming the file', async t => {
+  t.same(problems(t, {
+    mcpServers: {
+      files: { command: 'npx', args: 5, env: { PORT: 3000 } },
+      remote: { type: 'sse', command: 'node' },
+      bad: { description: 'nothing to start' },
+      'my server': { command: 'node', stateless: 'yes', timeoutMs: 0, prefix: 'greet/', tools: { allow: 'add' } }
+    },
+    gateway: { aggregate: 'yes', separator: '::::', seperator: '_' }
+  }), [
+    'gateway.json: mcpServers.files.args must be an array of strings (got number)',
+    'gateway.json: mcpServers.files.env.PORT must be a string (got number)',
+    'gateway.json: mcpServers.remote.type is "sse", which needs url, but the entry has command',
+    'gateway.json: mcpServers.bad needs one of command (a stdio server), url (an http or sse server), builtin or module',
+    'gateway.json: mcpServers.my server is not a valid server name: use 1 to 64 letters, digits, \'_\' or \'-\'',
+    'gateway.json: mcpServers.my server.prefix must start with \'/\', not end with \'/\' and have no spaces (got "greet/")',
+    'gateway.json: mcpServers.my server.timeoutMs must be a whole number of milliseconds, at least 1 (got 0)',
+    'gateway.json: mcpServers.my server.stateless must be true or false (got string)',
+    'gateway.json: mcpServers.my server.tools.allow must be an array of strings (got string)',
+    'gateway.json: gateway.seperator is not a known setting (expected aggregate or separator)',
+    'gateway.json: gateway.separator must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got "::::")',
+    'gateway.json: gateway.aggregate must be true or false (got string)'
+  ])
+})
+
+t.test('what the entries must look like', async t => {
+  t.same(problems(t, { mcpServers: { a: { command: 'node', url: 'http://127.0.0.1/mcp' } } }),
+    ['gateway.json: mcpServers.a must have only one of command, url, builtin or module (has command and url)'])
+  t.same(problems(t, { mcpServers: { a: { type: 'websocket', url: 'ws://127.0.0.1/mcp' } } }),
+    ['gateway.json: mcpServers.a.type must be one of stdio, http, streamable-http, streamable_http, streamableHttp, sse (got "websocket")'])
+  t.same(problems(t, { mcpServers: { a: { type: 'stdio', builtin: 'greet' } } }),
+    ['gateway.json: mcpServers.a.type is "stdio", which needs command, but the entry has builtin'])
+  t.same(problems(t, { mcpServers: { a: 'npx server' } }), ['gateway.json: mcpServers.a must be an object (got string)'])
+  t.same(problems(t, { mcpServers: { a: { command: '' } } }), ['gateway.json: mcpServers.a.command must not be empty'])
+  t.same(problems(t, { mcpServers: { a: { command: ['npx'] } } }), ['gateway.json: mcpServers.a.command must be a string (got array)'])
+  t.same(problems(t, { mcpServers: {} }), ['gateway.json: mcpServers declares no servers'])
+  t.same(problems(t, { mcpServers: [] }), ['gateway.json: mcpServers must be an object of servers by name (got array)'])
+  t.same(problems(t, { gateway: {} }), ['gateway.json: mcpServers is missing: declare the servers under mcpServers (or VS Code\'s servers)'])
+  t.same(problems(t, '[]'), ['gateway.json: the file must hold an object with mcpServers (got array)'])
+  t.same(problems(t, { mcpServers: { a: { command: 'node', tools: { allow: ['x'], only: ['y'] } } } }),
+    ['gateway.json: mcpServers.a.tools.only is not a known field (expected allow or deny)'])
+})
+
+t.test('fields other tools use are warnings, not errors', async t => {
+  const config = parse({
+    mcpServers: {
+      cline: { command: 'node', autoApprove: ['read'], alwaysAllow: ['read'], transportType: 'stdio', timeout: 60 },
+      remote: { url: 'https://mcp.example.com/mcp', env: { A: 'b' } }
+    },
+    $schema: 'https://example.com/schema.json'
+  })
+  t.same(config.servers.map(server => server.name), ['cline', 'remote'])
+  t.same(config.warnings, [
+    'gateway.json: mcpServers.cline.autoApprove is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.cline.alwaysAllow is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.cline.transportType is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.cline.timeout is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.remote.env is not used by the gateway and was ignored',
+    'gateway.json: $schema is not used by the gateway and was ignored'
+  ])
+})
+
+t.test('two servers mounted at one prefix', async t => {
+  t.same(problems(t, { mcpServers: { a: { builtin: 'greet', prefix: '/t' }, b: { builtin: 'bye', prefix: '/t' } } }),
+    ['gateway.json: mcpServers.a and mcpServers.b are both mounted at /t: give one a different prefix'])
+  t.same(problems(t, { mcpServers: { math: { builtin: 'math' }, calc: { builtin: 'math', prefix: '/math' } } }),
+    ['gateway.json: mcpServers.math and mcpServers.calc are both mounted at /math: give one a different prefix'])
+  // One disabled is not mounted: swapping which of two is enabled must not need a prefix edit.
+  const { servers } = parse({ mcpServers: { local: { command: 'node', prefix: '/files' }, hosted: { url: 'https://files.example.com/mcp', prefix: '/files', disabled: true } } })
+  t.same(servers.map(server => [server.name, server.disabled ?? false]), [['local', false], ['hosted', true]])
+})
+
+t.test('a url must be http: or https:, checked after interpolation', async t => {
+  t.same(problems(t, {
+    mcpServers: {
+      ftp: { url: 'ftp://files.example.com/mcp' },
+      words: { type: 'sse', url: 'not a url' },
+      filled: { url: '${BASE}/mcp' },
+      unset: { url: '${NOPE}/mcp' }
+    }
+  }, { BASE: 'localhost:3000' }), [
+    'gateway.json: mcpServers.ftp.url must be an http: or https: URL (got "ftp://files.example.com/mcp")',
+    'gateway.json: mcpServers.words.url must be an http: or https: URL (got "not a url")',
+    'gateway.json: mcpServers.filled.url must be an http: or https: URL (got "${BASE}/mcp")',
+    // One problem, not also a bad URL made of the unfilled reference.
+    'gateway.json: mcpServers.unset.url refers to ${NOPE}, which is not set'
+  ])
+})
+
+t.test('isolation applies to upstream servers only', async t => {
+  t.same(problems(t, { mcpServers: { greet: { builtin: 'greet', isolation: 'session' }, mine: { module: './m.js', isolation: 'shared' }, up: { command: 'node', isolation: 'per-user' } } }), [
+    'gateway.json: mcpServers.greet.isolation applies only to stdio, http and sse servers, not to builtin ones',
+    'gateway.json: mcpServers.mine.isolation applies only to stdio, http and sse servers, not to module ones',
+    'gateway.json: mcpServers.up.isolation must be "shared" or "session" (got "per-user")'
+  ])
+})
+
+t.test('a builtin must be one of the built-in servers, when they are given', async t => {
+  t.same(problems(t, { mcpServers: { x: { builtin: 'nope' } } }, {}, ['greet', 'bye', 'math']),
+    ['gateway.json: mcpServers.x.builtin is "nope", which is not a built-in server (expected one of greet, bye, math)'])
+  t.equal(parse({ mcpServers: { x: { builtin: 'nope' } } }).servers[0].kind, 'builtin')
+})
+
+t.test('invalid JSON or YAML names the file and where the parser stopped', async t => {
+  const [line, ...more] = problems(t, '{\n  "mcpServers": {\n    "a": { "builtin": "greet" },\n  }\n}')
+  t.match(line, /^gateway\.json: invalid JSON: .+ \(line 4 column 3\)$/)
+  t.same(more, [])
+  const file = join(fixtures, 'broken.yaml')
+  await t.rejects(loadConfig(file, {}), {
+    code: 'GW_ERR_CONFIG',
+    message: `${file}: invalid YAML: All mapping items must start at the same column at line 4, column 1`
+  })
+})
+
+t.test('a missing file is named in the error', async t => {
+  const file = join(t.testdirName, 'nope.json')
+  await t.rejects(loadConfig(file), { code: 'GW_ERR_CONFIG', message: `Cannot read config file ${file}: ENOENT: no such file or directory, open '${file}'` })
+})
+
+t.test('any other extension is read as JSON, with or without a byte order mark', async t => {
+  const dir = t.testdir({})
+  const file = join(dir, 'gateway.conf')
+  await writeFile(file, '\uFEFF{ "mcpServers": { "greet": { "builtin": "greet" } } }')
+  t.same((await loadConfig(file)).servers, [{ name: 'greet', kind: 'builtin', builtin: 'greet' }])
+})
+
+t.test('a prefix the gateway serves itself, and a tool filter on an in-process server, are refused', async t => {
+  const err = t.throws(() => parseConfig(JSON.stringify({
+    mcpServers: {
+      docs: { command: 'node' },
+      other: { url: 'http://127.0.0.1:1/mcp', prefix: '/ready' },
+      greet: { builtin: 'greet', tools: { deny: ['greet'] } }
+    }
+  }), 'g.json')) as Error & { code: string }
+  t.equal(err.code, 'GW_ERR_CONFIG')
+  t.match(err.message, "g.json: mcpServers.docs would be mounted at /docs, which the gateway serves itself")
+  t.match(err.message, "g.json: mcpServers.other would be mounted at /ready")
+  t.match(err.message, 'g.json: mcpServers.greet.tools applies only to stdio, http and sse servers, not to builtin ones')
+})
