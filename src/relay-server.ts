@@ -81,10 +81,15 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
   }
 
   const relay = (method: string) => async (request: { params?: Record<string, unknown> }, ctx: ServerContext): Promise<Record<string, unknown>> => {
+    const { options, sent } = relayOptions(ctx, timeoutMs)
     try {
-      return await target.request(method, request.params, { ...relayOptions(ctx, timeoutMs), session })
+      return await target.request(method, request.params, { ...options, session })
     } catch (err) {
       throw toProtocolError(err, target.name)
+    } finally {
+      // Notifications relayed during the request go out before its answer, as the upstream
+      // sent them: after the answer the client's stream for the request may be gone.
+      await Promise.allSettled(sent)
     }
   }
   // The SDK types each handler by method; the relay passes params and results through as
@@ -122,21 +127,26 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
 }
 
 /** Maps the SDK handler context onto the relay's options: cancellation, progress, the client. */
-function relayOptions (ctx: ServerContext, timeoutMs: number): RelayOptions {
+function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayOptions, sent: Array<Promise<void>> } {
   const progressToken = ctx.mcpReq._meta?.progressToken
-  return {
+  const sent: Array<Promise<void>> = []
+  const notify = (notification: McpMessage): Promise<void> => {
+    const sending = ctx.mcpReq.notify(notification)
+    sent.push(sending)
+    return sending
+  }
+  const options: RelayOptions = {
     signal: ctx.mcpReq.signal,
     timeoutMs,
     ...(progressToken !== undefined && {
-      onProgress: progress => {
-        ctx.mcpReq.notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {})
-      }
+      onProgress: progress => { notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {}) }
     }),
     downstream: {
       send: async (request) => await ctx.mcpReq.send(request as { method: RequestMethod, params?: Record<string, unknown> }) as Record<string, unknown>,
-      notify: async (notification) => { await ctx.mcpReq.notify(notification) }
+      notify
     }
   }
+  return { options, sent }
 }
 
 function notificationFor (server: Server, notification: McpMessage, subscribed: Set<string>): Promise<void> | undefined {

@@ -11,6 +11,7 @@ import {
   StreamableHTTPClientTransport,
   type ClientCapabilities,
   type ListToolsResult,
+  type Progress,
   type RequestMethod,
   type ServerCapabilities,
   type Tool,
@@ -57,6 +58,8 @@ export interface UpstreamOptions {
 }
 
 const CLIENT_INFO = { name: 'fastify-mcp-gateway', version: '1.0.0' }
+/** The longest delay a Node timer takes; the gateway runs its own timeouts (see `request`). */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Child processes alive now, killed if the gateway's own process exits without closing them. */
 const children = new Set<number>()
@@ -119,6 +122,9 @@ export class UpstreamConnection implements McpConnection {
   #retryTimer: NodeJS.Timeout | undefined
   #closing = false
   #starting: Promise<void> | undefined
+  /** Progress routes of requests in flight, by the progress token the gateway gave them. */
+  #progress = new Map<string, (progress: Progress) => void>()
+  #progressTokens = 0
 
   constructor (name: string, options: UpstreamOptions) {
     this.name = name
@@ -211,6 +217,10 @@ export class UpstreamConnection implements McpConnection {
       if (capabilities[capability as keyof typeof questions] === undefined) continue
       client.setRequestHandler(method, async request => await this.#ask(link, { method, ...(request.params !== undefined && { params: request.params }) }) as never)
     }
+    client.setNotificationHandler('notifications/progress', notification => {
+      const { progressToken, ...progress } = notification.params
+      this.#progress.get(String(progressToken))?.(progress)
+    })
     for (const method of [...Object.keys(LIST_CHANGED), 'notifications/resources/updated', 'notifications/message']) {
       client.setNotificationHandler(method as 'notifications/message', notification => { this.#unrelated(link, notification as McpMessage) })
     }
@@ -365,19 +375,43 @@ export class UpstreamConnection implements McpConnection {
     }
     const key = Symbol(method)
     link.inflight.set(key, options.downstream)
+    // Timeout and progress are the gateway's own, not the SDK client's: the client drops
+    // its progress handler as soon as the answer arrives, before it runs the handlers of the
+    // notifications that came just ahead of it, so the last progress would be lost.
+    const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? 60_000
+    const controller = new AbortController()
+    const onAbort = (): void => { controller.abort(options.signal?.reason) }
+    options.signal?.addEventListener('abort', onAbort, { once: true })
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      controller.abort(new Error(`timed out after ${timeoutMs} ms`))
+    }, timeoutMs)
+    const token = options.onProgress === undefined ? undefined : `${++this.#progressTokens}`
+    if (token !== undefined) {
+      const onProgress = options.onProgress as NonNullable<RelayOptions['onProgress']>
+      this.#progress.set(token, progress => {
+        timer.refresh()
+        onProgress(progress)
+      })
+      params = { ...params, _meta: { ...(params?._meta as object | undefined), progressToken: token } }
+    }
     try {
+      if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
       const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, {
-        ...(options.signal !== undefined && { signal: options.signal }),
-        timeout: options.timeoutMs ?? this.#options.timeoutMs ?? 60_000,
-        resetTimeoutOnProgress: true,
-        ...(options.onProgress !== undefined && { onprogress: options.onProgress })
+        signal: controller.signal,
+        timeout: MAX_TIMER_MS
       }) as Record<string, unknown>
+      // The client runs notification handlers a microtask late and settles responses at
+      // once, so the upstream's last progress or log message before its answer may still be
+      // queued: let it through first, or it would reach the client after the answer.
+      if (token !== undefined || options.downstream !== undefined) await new Promise(resolve => setImmediate(resolve))
       if (method === 'tools/list' && own) {
         return { ...result, tools: (result as ListToolsResult).tools.filter(tool => this.#offers(tool.name)) }
       }
       return result
     } catch (err) {
-      const error = toCallError(err)
+      const error = timedOut ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : toCallError(err)
       // Over HTTP nothing announces a remote going away: a request that cannot reach it
       // (refused, reset, its session gone) takes the server down and starts the reconnects.
       if (error.code === 'CONNECTION_CLOSED' && link === this.#shared && this.#options.transport.kind !== 'stdio') {
@@ -387,6 +421,9 @@ export class UpstreamConnection implements McpConnection {
       }
       throw error
     } finally {
+      clearTimeout(timer)
+      options.signal?.removeEventListener('abort', onAbort)
+      if (token !== undefined) this.#progress.delete(token)
       link.inflight.delete(key)
     }
   }
