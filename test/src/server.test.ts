@@ -37,6 +37,7 @@ t.test('--help documents the flags and exits 0', async t => {
   t.equal(await exited(child), 0)
   t.match(child.output(), /--port N/)
   t.match(child.output(), /--host ADDR/)
+  t.match(child.output(), /--config FILE/)
 })
 
 t.test('an unknown flag exits 2 with the usage', async t => {
@@ -74,5 +75,31 @@ t.test('PORT and HOST come from the environment', async t => {
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   t.match(await waitForBanner(child), /listening on http:\/\/127\.0\.0\.1:\d+/)
   child.kill('SIGINT')
+  t.equal(await exited(child), 0)
+})
+
+t.test('an invalid config file exits 2 naming the file and every bad field, and starts nothing', async t => {
+  const dir = t.testdir({ 'gateway.json': JSON.stringify({ mcpServers: { files: { command: 'npx', args: 'oops' }, remote: { url: 'https://x/mcp', headers: { Authorization: 'Bearer ${NOT_SET_ANYWHERE}' } } } }) })
+  const file = `${dir}/gateway.json`
+  const child = run(['--config', file, '--port', '0'])
+  t.equal(await exited(child), 2)
+  t.match(child.output(), `${file}: mcpServers.files.args must be an array of strings (got string)`)
+  t.match(child.output(), `${file}: mcpServers.remote.headers.Authorization refers to \${NOT_SET_ANYWHERE}, which is not set`)
+  t.notMatch(child.output(), /listening/)
+})
+
+t.test('MCP_GATEWAY_CONFIG names the config: its stdio upstream is served beside a built-in one', async t => {
+  const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
+  const dir = t.testdir({ 'gateway.yaml': `mcpServers:\n  up:\n    command: ${JSON.stringify(process.execPath)}\n    args: [${JSON.stringify(fixture)}]\n  greet:\n    builtin: greet\n` })
+  const child = run(['--port', '0'], { MCP_GATEWAY_CONFIG: `${dir}/gateway.yaml` })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const banner = await waitForBanner(child)
+  const base = /listening on (http:\/\/\S+)/.exec(banner)?.[1] as string
+  t.match(banner, new RegExp(`up\\s+${base}/up/mcp\\s+tools: add, whoami, block`))
+  t.match(banner, new RegExp(`all\\s+${base}/mcp`))
+  t.notMatch(banner, /math/, 'the built-in servers not in the config are not mounted')
+  const res = await fetch(`${base}/up/tools/add`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":5,"b":3}' })
+  t.equal(res.status, 200)
+  child.kill('SIGTERM')
   t.equal(await exited(child), 0)
 })

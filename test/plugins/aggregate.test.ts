@@ -1,0 +1,78 @@
+import t from 'tap'
+import { fileURLToPath } from 'node:url'
+import { McpServer } from '@modelcontextprotocol/server'
+import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { build, listen } from '../helper.js'
+import { namespacedName } from '../../src/aggregate.js'
+import { parseConfig } from '../../src/config.js'
+
+// The aggregated endpoint `/mcp`: every server's tools and prompts under one MCP endpoint.
+
+const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
+
+async function connect (t: Parameters<Parameters<typeof t.test>[1]>[0], url: string): Promise<LegacyClient> {
+  const client = new LegacyClient({ name: 'aggregate-test', version: '1.0.0' })
+  await client.connect(new LegacyTransport(new URL(url)))
+  t.teardown(() => client.close())
+  return client
+}
+
+function text (result: unknown): string {
+  return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
+}
+
+t.test('names are <server><separator><name>, cut to 64 characters by a stable rule', async t => {
+  t.equal(namespacedName('math', 'add'), 'math_add')
+  t.equal(namespacedName('math', 'add', '.'), 'math.add')
+  const long = namespacedName('files', 'x'.repeat(100))
+  t.equal(long.length, 64)
+  t.equal(long, namespacedName('files', 'x'.repeat(100)), 'the same name every time')
+  t.not(long, namespacedName('files', `${'x'.repeat(99)}y`), 'names that share a long start stay apart')
+  t.match(long, /^files_x+_[0-9a-f]{8}$/)
+})
+
+t.test('/mcp serves the built-in and upstream servers together, each call reaching its own server', async t => {
+  const config = parseConfig(JSON.stringify({
+    mcpServers: {
+      greet: { builtin: 'greet' },
+      math: { builtin: 'math' },
+      fixture: { command: process.execPath, args: [fixture], tools: { deny: ['block'] } }
+    }
+  }), 'gateway.json')
+  const { base } = await listen(t, { config })
+  const client = await connect(t, `${base}/mcp`)
+  const names = (await client.listTools()).tools.map(tool => tool.name).sort()
+  t.same(names, ['fixture_add', 'fixture_whoami', 'greet_echoHai', 'math_add'])
+  t.equal(text(await client.callTool({ name: 'greet_echoHai', arguments: { userName: 'Ada' } })), 'Hello, Ada!')
+  const sum = await client.callTool({ name: 'math_add', arguments: { a: 2, b: 3 } })
+  t.same(sum.structuredContent, { sum: 5 })
+  t.equal(text(await client.callTool({ name: 'fixture_add', arguments: { a: 20, b: 22 } })), '42')
+  await t.rejects(client.callTool({ name: 'fixture_block', arguments: { label: 'x' } }), /not found/, 'a denied tool is not there either')
+  await t.rejects(client.callTool({ name: 'nobody_nothing', arguments: {} }), /not found/)
+})
+
+t.test('a name two servers would share is kept by the first and reported', async t => {
+  const make = (tool: string) => () => {
+    const server = new McpServer({ name: 'clash', version: '1.0.0' })
+    server.registerTool(tool, { description: tool }, async () => ({ content: [{ type: 'text', text: tool }] }))
+    return server
+  }
+  const app = await build(t, { servers: [{ name: 'a_b', factory: make('c') }, { name: 'a', factory: make('b_c') }] })
+  const { base } = await (async () => {
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return { base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
+  })()
+  const client = await connect(t, `${base}/mcp`)
+  const tools = (await client.listTools()).tools
+  t.same(tools.map(tool => tool.name), ['a_b_c'])
+  t.equal(text(await client.callTool({ name: 'a_b_c', arguments: {} })), 'c', 'the first server in order keeps the name')
+})
+
+t.test('aggregate: false, or gateway.aggregate false in the config, leaves /mcp unrouted', async t => {
+  const app = await build(t, { aggregate: false })
+  const response = await app.inject({ method: 'POST', url: '/mcp', payload: {} })
+  t.equal(response.statusCode, 404)
+  const configured = await build(t, { config: parseConfig(JSON.stringify({ mcpServers: { greet: { builtin: 'greet' } }, gateway: { aggregate: false } }), 'g.json') })
+  t.equal((await configured.inject({ method: 'POST', url: '/mcp', payload: {} })).statusCode, 404)
+})
