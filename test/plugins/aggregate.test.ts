@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
 import { McpServer } from '@modelcontextprotocol/server'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
@@ -11,7 +11,7 @@ import { parseConfig } from '../../src/config.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
 
-async function connect (t: Parameters<Parameters<typeof t.test>[1]>[0], url: string): Promise<LegacyClient> {
+async function connect (t: Test, url: string): Promise<LegacyClient> {
   const client = new LegacyClient({ name: 'aggregate-test', version: '1.0.0' })
   await client.connect(new LegacyTransport(new URL(url)))
   t.teardown(() => client.close())
