@@ -1,23 +1,25 @@
 /**
  * `npm run bench`: the gateway against its comparators, side by side in one run.
  *
- * Each target (bare Fastify, the SDK's own stateless server, the gateway) is its own child
- * process pinned to core 0; the load generator, autocannon in this process, is pinned to
- * core 1 by re-executing this script under `taskset -c 1`, so every thread of it is pinned
- * from birth. Without taskset, or without cores 0 and 1, nothing is pinned and the output
- * says so.
+ * Each target (bare Fastify, the SDK's own stateless server, the gateway, and for the proxy
+ * comparison the gateway and supergateway each in front of the same stdio upstream) is its
+ * own child process pinned to core 0, which the upstream processes they start inherit; the
+ * load generator, autocannon in this process, is pinned to core 1 by re-executing this
+ * script under `taskset -c 1`, so every thread of it is pinned from birth. Without taskset,
+ * or without cores 0 and 1, nothing is pinned and the output says so.
  *
  * Flags: --rounds N (3), --duration S (5), --warmup S (2), --connections 10,50,
- * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session.
+ * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,proxy-session,proxy-stateless
+ * (a prefix such as `proxy` or `mcp` selects every scenario named `<prefix>-…`).
  * Exit code: 0 unless a request failed or a target did not start or died.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import type { Instance as LoadInstance, Result as LoadResult } from 'autocannon'
@@ -33,7 +35,7 @@ const PROBE_TIMEOUT_MS = 5_000
 const STOP_GRACE_MS = 3_000
 const GREETING = 'Hello, Ada!'
 
-const GOALS = { rest: 0.60, mcp: 3.0, p99Ms: 20, p99AtConnections: 50 }
+const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, p99Ms: 20, p99AtConnections: 50 }
 // Allowed RSS drift between the first and the last round before "flat" becomes a MISS.
 const RSS_FLAT_MB = 5
 const RSS_FLAT_SHARE = 0.05
@@ -72,9 +74,10 @@ function reexecPinned (): void {
 // ---------------------------------------------------------------------------------------
 // What is measured
 
-type TargetName = 'bare' | 'sdk' | 'gateway'
-type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session'
-type PathKey = 'gateway-rest' | 'bare-rest' | 'gateway-modern' | 'sdk-modern' | 'gateway-legacy-stateless' | 'sdk-legacy' | 'gateway-legacy-session'
+type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless'
+type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' | 'proxy-session' | 'proxy-stateless'
+type PathKey = 'gateway-rest' | 'bare-rest' | 'gateway-modern' | 'sdk-modern' | 'gateway-legacy-stateless' | 'sdk-legacy' | 'gateway-legacy-session' |
+  'gateway-proxy-session' | 'supergateway-session' | 'gateway-proxy-stateless' | 'supergateway-stateless'
 
 interface PathSpec {
   target: TargetName
@@ -83,8 +86,13 @@ interface PathSpec {
   url: string
   headers: Record<string, string>
   body: string
-  /** A 2025-era session is opened first and every request carries its id. */
-  session?: boolean
+  /** What every correct answer's body contains. */
+  expect: string
+  /**
+   * A 2025-era session is opened first and every request carries its id; in a session each
+   * request in flight needs its own JSON-RPC id, so the body is built per request from this.
+   */
+  session?: (id: number | string) => string
 }
 
 interface Scenario {
@@ -93,6 +101,8 @@ interface Scenario {
   comparatorName: string
   note?: string
   minRatio: number
+  /** Replaces --connections, --rounds and --warmup for a comparator too slow for them. */
+  load?: { connections: number[], rounds: number, warmup: number }
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' }
@@ -118,14 +128,24 @@ const LEGACY_PROTOCOL = '2025-06-18'
 const INITIALIZE_BODY = JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: LEGACY_PROTOCOL, capabilities: {}, clientInfo: { name: 'bench', version: '1' } } })
 const INITIALIZED_BODY = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })
 
+// The proxy comparison's call: `add` on the upstream, whose answer carries the sum as text.
+const ADDENDS = { a: 1234, b: 4321 }
+const SUM_TEXT = `"text":"${ADDENDS.a + ADDENDS.b}"`
+const addCall = (id: number | string): string => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'add', arguments: ADDENDS } })
+const PROXY_HEADERS = { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL }
+
 const PATHS: Record<PathKey, PathSpec> = {
-  'gateway-rest': { target: 'gateway', what: 'POST /greet/tools/echoHai', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}' },
-  'bare-rest': { target: 'bare', what: 'POST /echo', url: '/echo', headers: JSON_HEADERS, body: '{"userName":"Ada"}' },
-  'gateway-modern': { target: 'gateway', what: 'POST /greet/mcp (2026-07-28)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY },
-  'sdk-modern': { target: 'sdk', what: 'POST /mcp (2026-07-28)', url: '/mcp', headers: MODERN_HEADERS, body: MODERN_BODY },
-  'gateway-legacy-stateless': { target: 'gateway', what: 'POST /greet-stateless/mcp (2025, stateless)', url: '/greet-stateless/mcp', headers: MCP_HEADERS, body: LEGACY_BODY },
-  'sdk-legacy': { target: 'sdk', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: MCP_HEADERS, body: LEGACY_BODY },
-  'gateway-legacy-session': { target: 'gateway', what: 'POST /greet/mcp (2025, in a session)', url: '/greet/mcp', headers: { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL }, body: LEGACY_BODY, session: true }
+  'gateway-rest': { target: 'gateway', what: 'POST /greet/tools/echoHai', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}', expect: GREETING },
+  'bare-rest': { target: 'bare', what: 'POST /echo', url: '/echo', headers: JSON_HEADERS, body: '{"userName":"Ada"}', expect: GREETING },
+  'gateway-modern': { target: 'gateway', what: 'POST /greet/mcp (2026-07-28)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING },
+  'sdk-modern': { target: 'sdk', what: 'POST /mcp (2026-07-28)', url: '/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING },
+  'gateway-legacy-stateless': { target: 'gateway', what: 'POST /greet-stateless/mcp (2025, stateless)', url: '/greet-stateless/mcp', headers: MCP_HEADERS, body: LEGACY_BODY, expect: GREETING },
+  'sdk-legacy': { target: 'sdk', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: MCP_HEADERS, body: LEGACY_BODY, expect: GREETING },
+  'gateway-legacy-session': { target: 'gateway', what: 'POST /greet/mcp (2025, in a session)', url: '/greet/mcp', headers: { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL }, body: LEGACY_BODY, expect: GREETING, session: legacyCall },
+  'gateway-proxy-session': { target: 'gateway-proxy', what: 'POST /up/mcp (2025, in a session)', url: '/up/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT, session: addCall },
+  'supergateway-session': { target: 'supergateway', what: 'POST /mcp (2025, in a session)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT, session: addCall },
+  'gateway-proxy-stateless': { target: 'gateway-proxy', what: 'POST /up-stateless/mcp (2025, stateless)', url: '/up-stateless/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT },
+  'supergateway-stateless': { target: 'supergateway-stateless', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT }
 }
 
 const SCENARIOS: Record<ScenarioName, Scenario> = {
@@ -138,6 +158,27 @@ const SCENARIOS: Record<ScenarioName, Scenario> = {
     comparatorName: 'SDK `/mcp` (stateless legacy)',
     note: "comparator is the SDK's stateless legacy figure: the SDK's stateless server has no sessions",
     minRatio: GOALS.mcp
+  },
+  // Like for like: one 2025-era session opened before the load, and behind it one upstream
+  // process that every call of the session goes through, on both sides.
+  'proxy-session': {
+    gateway: 'gateway-proxy-session',
+    comparator: 'supergateway-session',
+    comparatorName: 'supergateway `--stateful`',
+    note: 'both proxy the same stdio upstream (the math server, `add`): supergateway --stateful starts one upstream process per session, the gateway shares one per mount; one session, opened before the load, holds every call',
+    minRatio: GOALS.proxy
+  },
+  // Supergateway's default mode starts an upstream process for every POST (and initializes
+  // it), about half a second of CPU each: at the usual concurrencies every request would time
+  // out, so this pair runs one connection for one round, as a spot check.
+  'proxy-stateless': {
+    gateway: 'gateway-proxy-stateless',
+    comparator: 'supergateway-stateless',
+    comparatorName: 'supergateway stateless',
+    note: 'supergateway without --stateful starts and initializes an upstream process per POST; the gateway\'s stateless mount keeps one. Spot check at c=1, one round, no warm-up. ' +
+      'Supergateway\'s CPU figure misses most of those processes: it kills their shell, so they are reaped outside its process tree',
+    minRatio: GOALS.proxy,
+    load: { connections: [1], rounds: 1, warmup: 0 }
   }
 }
 
@@ -145,7 +186,30 @@ const SCENARIO_PATH: Record<ScenarioName, string> = {
   rest: 'REST `POST /greet/tools/echoHai`',
   'mcp-modern': 'MCP 2026-07-28 `/greet/mcp`',
   'mcp-legacy-stateless': 'MCP 2025 stateless `/greet-stateless/mcp`',
-  'mcp-legacy-session': 'MCP 2025 session `/greet/mcp`'
+  'mcp-legacy-session': 'MCP 2025 session `/greet/mcp`',
+  'proxy-session': 'proxied stdio `add`, 2025 session `/up/mcp`',
+  'proxy-stateless': 'proxied stdio `add`, 2025 stateless `/up-stateless/mcp`'
+}
+
+// The proxied upstream: the same file for both proxies, run by plain node from dist/.
+const UPSTREAM = join(HERE, 'fixtures', 'add-server.js')
+const SUPERGATEWAY = join(ROOT, 'node_modules', 'supergateway')
+// Supergateway runs its --stdio command through a shell.
+const shellQuote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`
+
+/** What a target runs, after `node`; each prints `port <n>` once it listens on 127.0.0.1. */
+function targetArgs (name: TargetName): string[] {
+  if (name !== 'supergateway' && name !== 'supergateway-stateless') return [join(HERE, 'targets', `${name}.js`), '0']
+  return [
+    '--import', pathToFileURL(join(HERE, 'targets', 'external-hook.js')).href,
+    join(SUPERGATEWAY, 'dist', 'index.js'),
+    '--stdio', [process.execPath, UPSTREAM].map(shellQuote).join(' '),
+    '--outputTransport', 'streamableHttp',
+    ...(name === 'supergateway' ? ['--stateful'] : []),
+    // Its 'info' level logs every message both ways; the gateway logs at 'warn'.
+    '--logLevel', 'none',
+    '--port', '0'
+  ]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -159,7 +223,8 @@ interface Options {
   only: ScenarioName[]
 }
 
-const USAGE = `Usage: npm run bench -- [--rounds N] [--duration S] [--warmup S] [--connections 10,50] [--only ${Object.keys(SCENARIOS).join(',')}]`
+const USAGE = `Usage: npm run bench -- [--rounds N] [--duration S] [--warmup S] [--connections 10,50] [--only ${Object.keys(SCENARIOS).join(',')}]
+  (--only proxy, or any prefix before a '-', selects every scenario named <prefix>-…)`
 
 function parseOptions (): Options {
   let values
@@ -194,9 +259,11 @@ function parseOptions (): Options {
   }
   const only = values.only === undefined
     ? Object.keys(SCENARIOS) as ScenarioName[]
-    : values.only.split(',').map(s => s.trim()).filter(Boolean).map(name => {
-      if (!(name in SCENARIOS)) throw new BenchError(`unknown scenario '${name}'\n${USAGE}`)
-      return name as ScenarioName
+    : values.only.split(',').map(s => s.trim()).filter(Boolean).flatMap(name => {
+      if (name in SCENARIOS) return [name as ScenarioName]
+      const group = (Object.keys(SCENARIOS) as ScenarioName[]).filter(scenario => scenario.startsWith(`${name}-`))
+      if (group.length === 0) throw new BenchError(`unknown scenario '${name}'\n${USAGE}`)
+      return group
     })
   if (only.length === 0) throw new BenchError(`--only names no scenario\n${USAGE}`)
   const connections = [...new Set(values.connections.split(',').map(s => positiveInt('connections', s.trim())))]
@@ -223,6 +290,11 @@ interface RunningTarget {
   startupMs: number
   /** Last lines the target printed, for the message when it dies. */
   tail: string[]
+  /**
+   * Its child processes (the proxies' upstreams) seen alive, by pid with their start time so
+   * a reused pid is never signalled: any that outlive the target are killed by pid.
+   */
+  descendants: Map<number, string>
 }
 
 const targets = new Map<TargetName, RunningTarget>()
@@ -233,8 +305,7 @@ let currentLoad: LoadInstance | undefined
 const exited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null
 
 async function startTarget (name: TargetName, lifetimeMs: number): Promise<RunningTarget> {
-  const script = join(HERE, 'targets', `${name}.js`)
-  const argv = [process.execPath, script, '0']
+  const argv = [process.execPath, ...targetArgs(name)]
   const started = performance.now()
   const child = spawn(pinning ? 'taskset' : argv[0] as string, pinning ? ['-c', '0', ...argv] : argv.slice(1), {
     // Own process group: a terminal's Ctrl-C reaches the runner only, which stops the
@@ -265,7 +336,7 @@ async function startTarget (name: TargetName, lifetimeMs: number): Promise<Runni
       }
       clearTimeout(timer)
       const pid = child.pid as number
-      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail }
+      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail, descendants: new Map() }
       targets.set(name, ready)
       resolve(ready)
     })
@@ -299,13 +370,42 @@ async function stopChild (child: ChildProcess): Promise<void> {
   await Promise.race([gone, sleep(1000)])
 }
 
-/** Stops the load and every target, then exits. Later calls wait for the first one. */
+/** Records the processes a target has started that are alive now. */
+function noteDescendants (target: RunningTarget): void {
+  for (const [pid, start] of target.descendants) if (startTime(pid) !== start) target.descendants.delete(pid)
+  for (const pid of descendantsOf(target.pid)) {
+    const start = startTime(pid)
+    if (start !== undefined) target.descendants.set(pid, start)
+  }
+}
+
+/** The recorded descendants of stopped targets still alive: the same pid and start time. */
+function leftovers (): Array<{ target: TargetName, pid: number }> {
+  return [...targets.values()].flatMap(target => [...target.descendants]
+    .filter(([pid, start]) => startTime(pid) === start)
+    .map(([pid]) => ({ target: target.name, pid })))
+}
+
+/**
+ * Stops the load, every target and then whatever a target started and left behind (its
+ * own shutdown should have stopped it), then exits. Later calls wait for the first one.
+ */
 async function shutdown (code: number, message?: string): Promise<never> {
   if (stopping) return await new Promise<never>(() => {})
   stopping = true
   if (message !== undefined) console.error(message)
   currentLoad?.stop()
+  for (const target of targets.values()) noteDescendants(target)
   await Promise.all([...children].map(stopChild))
+  const deadline = performance.now() + STOP_GRACE_MS
+  while (leftovers().length > 0 && performance.now() < deadline) await sleep(50)
+  const left = leftovers()
+  for (const { pid } of left) {
+    try { process.kill(pid, 'SIGKILL') } catch {}
+  }
+  if (left.length > 0) {
+    console.error(`note: ${left.length} processes started by the targets outlived them by ${STOP_GRACE_MS} ms and were killed: ${left.map(l => `pid ${l.pid} (under ${l.target})`).join(', ')}`)
+  }
   process.exit(code)
 }
 
@@ -343,17 +443,17 @@ async function probe (key: PathKey): Promise<void> {
   const spec = PATHS[key]
   const target = targetOf(key)
   // A session's request ids must be unique; the stateless paths send the body as given.
-  const body = spec.session === true ? legacyCall(`probe-${Date.now()}`) : spec.body
+  const body = spec.session !== undefined ? spec.session(`probe-${Date.now()}`) : spec.body
   let res: Probe
   try {
-    if (spec.session === true && !sessions.has(key)) sessions.set(key, await openSession(target, spec))
+    if (spec.session !== undefined && !sessions.has(key)) sessions.set(key, await openSession(target, spec))
     res = await post(target, spec.url, headersOf(key), body)
   } catch (err) {
     if (err instanceof BenchError) throw err
     throw new BenchError(`probe of ${labelOf(spec)} failed: ${(err as Error).message}`)
   }
-  if (res.status !== 200 || !res.text.includes(GREETING)) {
-    const why = res.status !== 200 ? `answered ${res.status}, expected 200` : `answered 200 without '${GREETING}'`
+  if (res.status !== 200 || !res.text.includes(spec.expect)) {
+    const why = res.status !== 200 ? `answered ${res.status}, expected 200` : `answered 200 without '${spec.expect}'`
     throw new BenchError(`probe of ${labelOf(spec)} ${why}: ${clip(res.text)}`)
   }
 }
@@ -377,12 +477,12 @@ interface Round {
   errors: number
   timeouts: number
   non2xx: number
-  /** 2xx responses without the greeting. */
+  /** 2xx responses without the expected answer. */
   mismatches: number
   statusCodes: Record<string, number>
-  /** Target RSS after the round. */
+  /** RSS of the target and its child processes after the round. */
   rssMB: number
-  /** CPU time over wall time, in % of one core. */
+  /** CPU time over wall time, in % of one core; the target's with its child processes'. */
   targetCpu: number
   loadgenCpu: number
   /** Busy share of cores 0 and 1 from /proc/stat, whoever used them (kernel included), in %. */
@@ -398,7 +498,7 @@ interface PathRun {
   warmup: Round | undefined
   rounds: Round[]
   median: { reqPerSec: number, p50: number, p99: number }
-  /** Errors (timeouts included), non-2xx and 2xx bodies without the greeting, warm-up included. */
+  /** Errors (timeouts included), non-2xx and 2xx bodies without the expected answer, warm-up included. */
   failures: number
 }
 
@@ -411,22 +511,24 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
   const target = targetOf(key)
   const wallStart = performance.now()
   const cpuStart = process.cpuUsage()
-  const targetCpuStart = procCpuMs(target.pid)
+  noteDescendants(target)
+  const targetCpuStart = treeCpuMs(target.pid)
   const coresStart = [coreTimes(0), coreTimes(1)]
   // Counted here rather than with verifyBody, which would count a non-2xx twice.
   let badBodies = 0
   const onResponse = (status: number, body: string): void => {
-    if (status >= 200 && status < 300 && !body.includes(GREETING)) badBodies++
+    if (status >= 200 && status < 300 && !body.includes(spec.expect)) badBodies++
   }
+  const session = spec.session
   currentLoad = autocannon({
     url: `http://127.0.0.1:${target.port}${spec.url}`,
     method: 'POST',
     headers: headersOf(key),
     body: spec.body,
-    requests: [spec.session === true
+    requests: [session !== undefined
       // In a session every in-flight request needs its own JSON-RPC id. Not autocannon's
       // idReplacement: it assumes a fixed id length and sends a wrong content-length.
-      ? { setupRequest: request => ({ ...request, body: legacyCall(++requestSeq) }), onResponse }
+      ? { setupRequest: request => ({ ...request, body: session(++requestSeq) }), onResponse }
       : { onResponse }],
     connections,
     duration: seconds
@@ -436,6 +538,8 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
   if (stopping) return await new Promise<never>(() => {})
   const wallMs = performance.now() - wallStart
   const cpu = process.cpuUsage(cpuStart)
+  const targetCpuEnd = treeCpuMs(target.pid)
+  noteDescendants(target)
   return {
     reqPerSec: result.requests.average,
     p50: result.latency.p50,
@@ -446,8 +550,8 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
     non2xx: result.non2xx,
     mismatches: badBodies,
     statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, stat]) => [code, stat.count])),
-    rssMB: rssMB(target.pid),
-    targetCpu: (procCpuMs(target.pid) - targetCpuStart) / wallMs * 100,
+    rssMB: treeRssMB(target.pid),
+    targetCpu: (targetCpuEnd - targetCpuStart) / wallMs * 100,
     loadgenCpu: (cpu.user + cpu.system) / 1000 / wallMs * 100,
     core0Busy: busyShare(coresStart[0], coreTimes(0)),
     core1Busy: busyShare(coresStart[1], coreTimes(1))
@@ -457,14 +561,25 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
 // A round in which nothing completed failed, even though autocannon counts no error for it.
 const failuresOf = (round: Round): number => round.errors + round.non2xx + round.mismatches + (round.requests === 0 ? 1 : 0)
 
-async function measure (key: PathKey, connections: number, options: Options): Promise<PathRun> {
+/** How one scenario is loaded: the flags, or the scenario's own `load` where it has one. */
+interface Plan { connections: number[], rounds: number, duration: number, warmup: number }
+
+const planOf = (scenario: Scenario, options: Options): Plan => ({
+  connections: options.connections,
+  rounds: options.rounds,
+  duration: options.duration,
+  warmup: options.warmup,
+  ...scenario.load
+})
+
+async function measure (key: PathKey, connections: number, plan: Plan): Promise<PathRun> {
   const id = `${key}@${connections}`
   const done = runs.get(id)
   if (done !== undefined) return done
   await probe(key)
-  const warmup = options.warmup > 0 ? await load(key, connections, options.warmup) : undefined
+  const warmup = plan.warmup > 0 ? await load(key, connections, plan.warmup) : undefined
   const rounds: Round[] = []
-  for (let i = 0; i < options.rounds; i++) rounds.push(await load(key, connections, options.duration))
+  for (let i = 0; i < plan.rounds; i++) rounds.push(await load(key, connections, plan.duration))
   // The warm-up is not in the figures, but a request failing in it fails the run all the same.
   const all = warmup === undefined ? rounds : [warmup, ...rounds]
   const run: PathRun = {
@@ -486,7 +601,7 @@ async function measure (key: PathKey, connections: number, options: Options): Pr
     const stalled = all.filter(r => r.requests === 0).length
     console.error(`\n!!!!! FAIL ${run.label} c=${connections}: ${run.failures} failed requests ` +
       `(errors ${sum(all, 'errors')}, timeouts ${sum(all, 'timeouts')}, non-2xx ${sum(all, 'non2xx')}, ` +
-      `body without '${GREETING}' ${sum(all, 'mismatches')}; status codes ${JSON.stringify(mergeCodes(all))}` +
+      `body without '${PATHS[key].expect}' ${sum(all, 'mismatches')}; status codes ${JSON.stringify(mergeCodes(all))}` +
       `${stalled > 0 ? `; ${stalled} rounds in which no request completed` : ''}) !!!!!\n`)
   }
   return run
@@ -498,16 +613,19 @@ async function measure (key: PathKey, connections: number, options: Options): Pr
 interface Comparison {
   scenario: ScenarioName
   connections: number
+  plan: Plan
   gateway: PathRun
   comparator: PathRun
   ratio: number
 }
 
-function printComparison (c: Comparison, options: Options): void {
+function printComparison (c: Comparison): void {
   const scenario = SCENARIOS[c.scenario]
-  console.log(`\n── ${c.scenario} · c=${c.connections} · medians of ${options.rounds} × ${options.duration} s after ${options.warmup} s warm-up ${'─'.repeat(8)}`)
+  const { plan } = c
+  console.log(`\n── ${c.scenario} · c=${c.connections} · ${plan.rounds === 1 ? 'one' : `medians of ${plan.rounds}`} × ${plan.duration} s after ${plan.warmup} s warm-up ${'─'.repeat(8)}`)
   if (scenario.note !== undefined) console.log(`   (${scenario.note})`)
-  const shown = (run: PathRun): string => `${run.target.padEnd(7)} ${PATHS[run.path].what}`
+  const nameWidth = Math.max(7, c.gateway.target.length, c.comparator.target.length)
+  const shown = (run: PathRun): string => `${run.target.padEnd(nameWidth)} ${PATHS[run.path].what}`
   const width = Math.max(...[c.gateway, c.comparator].map(r => shown(r).length))
   console.log(`   ${'path'.padEnd(width)}  ${'req/s'.padStart(8)}  ${'p50 ms'.padStart(6)}  ${'p99 ms'.padStart(6)}  ${'failed'.padStart(6)}  cpu srv/gen  RSS MB by round`)
   for (const run of [c.gateway, c.comparator]) {
@@ -515,7 +633,15 @@ function printComparison (c: Comparison, options: Options): void {
     console.log(`   ${shown(run).padEnd(width)}  ${int(run.median.reqPerSec).padStart(8)}  ${ms(run.median.p50).padStart(6)}  ${ms(run.median.p99).padStart(6)}  ${String(run.failures).padStart(6)}  ${cpu.padStart(11)}  ${run.rounds.map(r => r.rssMB.toFixed(1)).join(' → ')}`)
   }
   const verdict = c.ratio >= scenario.minRatio ? 'PASS' : 'MISS'
-  console.log(`   ratio gateway/${PATHS[scenario.comparator].target}: ${ratio(c.ratio, scenario)}   (target ≥ ${ratio(scenario.minRatio, scenario)}: ${verdict})`)
+  // CPU per request moves less than req/s when other processes take turns on the cores.
+  const cpuPerRequest = (run: PathRun): string => (median(run.rounds.map(r => r.targetCpu * 10 / r.reqPerSec))).toFixed(2)
+  console.log(`   ratio ${c.gateway.target}/${c.comparator.target}: ${ratio(c.ratio, scenario)}   (target ≥ ${ratio(scenario.minRatio, scenario)}: ${verdict})` +
+    `   p99 ${ms(c.gateway.median.p99)} vs ${ms(c.comparator.median.p99)} ms   target CPU per request ${cpuPerRequest(c.gateway)} vs ${cpuPerRequest(c.comparator)} ms`)
+  const outcomes = (run: PathRun): string => {
+    const all = run.warmup === undefined ? run.rounds : [run.warmup, ...run.rounds]
+    return `${run.target} ${JSON.stringify(mergeCodes(all))}, errors ${sum(all, 'errors')} (timeouts ${sum(all, 'timeouts')}), wrong body ${sum(all, 'mismatches')}`
+  }
+  console.log(`   status codes, warm-up included: ${outcomes(c.gateway)}; ${outcomes(c.comparator)}`)
   const saturated = [c.gateway, c.comparator].filter(r => median(r.rounds.map(x => x.loadgenCpu)) >= 90)
   for (const run of saturated) console.log(`   note: the load generator was near one full core on ${run.label}; that figure may be bound by the client, not the server`)
   if (pinning) {
@@ -542,11 +668,11 @@ function markdownTable (comparisons: Comparison[]): string {
 
 interface Check { verdict: 'PASS' | 'MISS' | 'SKIP', text: string }
 
-function checks (comparisons: Comparison[], options: Options): Check[] {
+function checks (comparisons: Comparison[]): Check[] {
   const out: Check[] = []
   for (const c of comparisons) {
     const scenario = SCENARIOS[c.scenario]
-    const what = c.scenario === 'rest' ? 'REST shim vs bare' : `${c.scenario} vs sdk`
+    const what = c.scenario === 'rest' ? 'REST shim vs bare' : `${c.scenario} vs ${c.comparator.target}`
     out.push({
       verdict: c.ratio >= scenario.minRatio ? 'PASS' : 'MISS',
       text: `${what} c=${c.connections}: ${ratio(c.ratio, scenario)} (target ≥ ${ratio(scenario.minRatio, scenario)})`
@@ -571,8 +697,9 @@ function checks (comparisons: Comparison[], options: Options): Check[] {
       ? `zero errors: no failed request over ${allRuns.length} path runs`
       : `zero errors: ${failed.map(r => `${r.label} c=${r.connections}: ${r.failures}`).join('; ')}`
   })
-  if (options.rounds < 2) out.push({ verdict: 'SKIP', text: 'RSS flat across rounds: needs --rounds ≥ 2' })
-  for (const run of options.rounds < 2 ? [] : gatewayRuns) {
+  const once = gatewayRuns.filter(run => run.rounds.length < 2)
+  if (once.length > 0) out.push({ verdict: 'SKIP', text: `RSS flat across rounds: needs ≥ 2 rounds (${once.map(r => `${r.label} c=${r.connections}`).join('; ')})` })
+  for (const run of gatewayRuns.filter(r => r.rounds.length >= 2)) {
     const first = (run.rounds[0] as Round).rssMB
     const last = (run.rounds[run.rounds.length - 1] as Round).rssMB
     const allowed = Math.max(RSS_FLAT_MB, first * RSS_FLAT_SHARE)
@@ -592,8 +719,16 @@ async function main (): Promise<void> {
   const scenarios = options.only
   const pathKeys = unique(scenarios.flatMap(s => [SCENARIOS[s].gateway, SCENARIOS[s].comparator]))
   const needed = unique(pathKeys.map(k => PATHS[k].target))
-  const loadRuns = pathKeys.length * options.connections.length
-  const estimateMs = loadRuns * (options.warmup + options.rounds * options.duration) * 1000 + needed.length * 3000
+  // Seconds of load per path run, each run once however many scenarios share it.
+  const planned = new Map<string, number>()
+  for (const name of scenarios) {
+    const plan = planOf(SCENARIOS[name], options)
+    for (const key of [SCENARIOS[name].gateway, SCENARIOS[name].comparator]) {
+      for (const connections of plan.connections) planned.set(`${key}@${connections}`, plan.warmup + plan.rounds * plan.duration)
+    }
+  }
+  const estimateMs = [...planned.values()].reduce((a, b) => a + b, 0) * 1000 + needed.length * 3000
+  const proxied = scenarios.some(name => name.startsWith('proxy-'))
   // Every run is bounded: past this the runner gives up, and targets outlive it by a margin at most.
   const boundMs = estimateMs * 1.5 + 120_000
   setTimeout(() => { void shutdown(1, `\nFAIL the run exceeded its time bound of ${Math.round(boundMs / 1000)} s`) }, boundMs).unref()
@@ -602,40 +737,53 @@ async function main (): Promise<void> {
   console.log('fastify-mcp-gateway benchmark')
   console.log(`  node ${process.version}, ${cpu}, ${cpus().length} cores`)
   console.log(pinning
-    ? `  pinning: targets on core 0 (taskset -c 0), load generator (autocannon, in this process) on core 1 (runner re-executed under taskset -c 1; now allowed: ${procStatus(process.pid, 'Cpus_allowed_list') ?? '?'})`
+    ? `  pinning: targets on core 0 (taskset -c 0; the processes they start inherit it), load generator (autocannon, in this process) on core 1 (runner re-executed under taskset -c 1; now allowed: ${procStatus(process.pid, 'Cpus_allowed_list') ?? '?'})`
     : `  pinning: OFF (${hasTaskset ? `cores 0 and 1 not both allowed: ${[...cpuSet].join(',')}` : 'taskset not found'}); targets and load generator share cores, figures are noisier`)
-  console.log(`  scenarios: ${scenarios.join(', ')}; connections ${options.connections.join(', ')}; ${options.warmup} s warm-up + ${options.rounds} × ${options.duration} s per path; ~${Math.ceil(estimateMs / 60_000)} min`)
+  console.log(`  scenarios: ${scenarios.join(', ')}; connections ${options.connections.join(', ')}; ${options.warmup} s warm-up + ${options.rounds} × ${options.duration} s per path` +
+    `${scenarios.some(name => SCENARIOS[name].load !== undefined) ? ' (unless the scenario says otherwise)' : ''}; ~${Math.ceil(estimateMs / 60_000)} min`)
   console.log("  gateway: Fastify logger at level 'warn', so per-request logs are off")
-  console.log(`  latency resolution: 1 ms (autocannon); a failed request is an error, a timeout, a non-2xx or a 2xx body without '${GREETING}'`)
-  console.log('  cpu srv/gen: CPU time of the target and of the load generator over wall time, in % of one core')
+  if (proxied) {
+    console.log(`  proxy: upstream ${relative(ROOT, UPSTREAM)} (the math server's \`add\`, SDK v2 serveStdio), one stdio process per proxy mount or session, started by the proxy; ` +
+      `gateway-proxy: the gateway from an mcpServers config, \`up\` (2025 sessions) and \`up-stateless\`, upstream shared by the mount's clients; ` +
+      `supergateway ${supergatewayVersion()}: --outputTransport streamableHttp, --stateful (one upstream per session) or not (one per POST), --logLevel none, bound to 127.0.0.1 by bench/targets/external-hook.ts`)
+    console.log(`  proxy load: tools/call add ${JSON.stringify(ADDENDS)}, headers mcp-protocol-version ${LEGACY_PROTOCOL} (+ mcp-session-id in a session); the answer must hold '${SUM_TEXT}'`)
+  }
+  console.log(`  latency resolution: 1 ms (autocannon); a failed request is an error, a timeout, a non-2xx or a 2xx body without the expected answer ('${GREETING}'${proxied ? `, or '${SUM_TEXT}' through a proxy` : ''})`)
+  console.log('  cpu srv/gen: CPU time of the target (with the processes it started) and of the load generator over wall time, in % of one core; RSS also counts the started processes')
 
-  const startedTargets: Array<{ name: TargetName, pid: number, cpus: string, startupMs: number }> = []
+  const startedTargets: Array<{ name: TargetName, args: string[], pid: number, cpus: string, startupMs: number }> = []
+  const nameWidth = Math.max(...needed.map(name => name.length))
   for (const name of needed) {
     const target = await startTarget(name, boundMs + 60_000)
-    startedTargets.push({ name, pid: target.pid, cpus: target.cpus, startupMs: Math.round(target.startupMs) })
-    console.log(`  target ${name.padEnd(7)} pid ${target.pid} on 127.0.0.1:${target.port}, cpus ${target.cpus}, up in ${Math.round(target.startupMs)} ms`)
+    startedTargets.push({ name, args: targetArgs(name), pid: target.pid, cpus: target.cpus, startupMs: Math.round(target.startupMs) })
+    console.log(`  target ${name.padEnd(nameWidth)} pid ${target.pid} on 127.0.0.1:${target.port}, cpus ${target.cpus}, up in ${Math.round(target.startupMs)} ms`)
   }
 
   // Fail fast: every path answers correctly before minutes of load are spent.
   for (const key of pathKeys) await probe(key)
-  console.log(`  probes: ${pathKeys.length} paths answered 200 with '${GREETING}'`)
+  console.log(`  probes: ${pathKeys.length} paths answered 200 with the expected answer`)
+  for (const target of targets.values()) {
+    noteDescendants(target)
+    if (target.descendants.size > 0) console.log(`  target ${target.name} started pids ${[...target.descendants.keys()].join(', ')}`)
+  }
 
   const comparisons: Comparison[] = []
   for (const name of scenarios) {
     const scenario = SCENARIOS[name]
-    for (const connections of options.connections) {
-      const gateway = await measure(scenario.gateway, connections, options)
-      const comparator = await measure(scenario.comparator, connections, options)
-      const comparison = { scenario: name, connections, gateway, comparator, ratio: gateway.median.reqPerSec / comparator.median.reqPerSec }
+    const plan = planOf(scenario, options)
+    for (const connections of plan.connections) {
+      const gateway = await measure(scenario.gateway, connections, plan)
+      const comparator = await measure(scenario.comparator, connections, plan)
+      const comparison = { scenario: name, connections, plan, gateway, comparator, ratio: gateway.median.reqPerSec / comparator.median.reqPerSec }
       comparisons.push(comparison)
-      printComparison(comparison, options)
+      printComparison(comparison)
     }
   }
 
   const table = markdownTable(comparisons)
   console.log('\n## Results\n')
   console.log(table)
-  const verdicts = checks(comparisons, options)
+  const verdicts = checks(comparisons)
   console.log('\nTargets (informational):')
   for (const check of verdicts) console.log(`  ${check.verdict}  ${check.text}`)
 
@@ -653,7 +801,8 @@ async function main (): Promise<void> {
     options,
     targets: startedTargets,
     goals: { ...GOALS, rssFlatMB: RSS_FLAT_MB, rssFlatShare: RSS_FLAT_SHARE },
-    comparisons: comparisons.map(c => ({ scenario: c.scenario, connections: c.connections, gateway: c.gateway.path, comparator: c.comparator.path, ratio: c.ratio })),
+    ...(proxied && { proxy: { upstream: relative(ROOT, UPSTREAM), supergateway: supergatewayVersion(), call: addCall(1), expect: SUM_TEXT } }),
+    comparisons: comparisons.map(c => ({ scenario: c.scenario, connections: c.connections, plan: c.plan, gateway: c.gateway.path, comparator: c.comparator.path, ratio: c.ratio })),
     runs: [...runs.values()],
     checks: verdicts,
     markdown: table,
@@ -691,22 +840,81 @@ function procStatus (pid: number | 'self', field: string): string | undefined {
   }
 }
 
-function rssMB (pid: number): number {
-  const kB = Number.parseInt(procStatus(pid, 'VmRSS') ?? '', 10)
-  return Number.isNaN(kB) ? Number.NaN : kB / 1024
+/** The fields of /proc/<pid>/stat after the command name (so state is [0]), or undefined once it is gone. */
+function procStat (pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // The command name may itself hold spaces and parentheses.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  } catch {
+    return undefined
+  }
+}
+
+/** Start time of a process since boot, in clock ticks: with the pid, it names one process. */
+const startTime = (pid: number): string | undefined => procStat(pid)?.[19]
+
+/** Every process below `pid` alive now, from the kernel's per-thread child lists. */
+function descendantsOf (pid: number): number[] {
+  const found: number[] = []
+  const queue = [pid]
+  for (let parent = queue.shift(); parent !== undefined; parent = queue.shift()) {
+    let tasks: string[]
+    try {
+      tasks = readdirSync(`/proc/${parent}/task`)
+    } catch {
+      continue
+    }
+    for (const task of tasks) {
+      let list = ''
+      try {
+        list = readFileSync(`/proc/${parent}/task/${task}/children`, 'utf8')
+      } catch {}
+      for (const child of list.split(' ').filter(Boolean).map(Number)) {
+        found.push(child)
+        queue.push(child)
+      }
+    }
+  }
+  return found
+}
+
+/** RSS of a process and every process below it, in MB. */
+function treeRssMB (pid: number): number {
+  let kB = 0
+  for (const member of [pid, ...descendantsOf(pid)]) {
+    const rss = Number.parseInt(procStatus(member, 'VmRSS') ?? '', 10)
+    if (member === pid && Number.isNaN(rss)) return Number.NaN
+    if (!Number.isNaN(rss)) kB += rss
+  }
+  return kB / 1024
 }
 
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
 
-/** User plus system CPU time of a process, in ms. */
-function procCpuMs (pid: number): number {
+/**
+ * CPU time, in ms, a process and every process below it have used since they started: user
+ * and system time of each live one, plus that of the children each has already waited for
+ * (cutime, cstime), so a short-lived upstream process still counts once it has exited.
+ */
+function treeCpuMs (pid: number): number {
+  let ticks = 0
+  for (const member of [pid, ...descendantsOf(pid)]) {
+    const fields = procStat(member)
+    if (fields === undefined) {
+      if (member === pid) return Number.NaN
+      continue
+    }
+    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])
+  }
+  return ticks / CLOCK_TICKS * 1000
+}
+
+function supergatewayVersion (): string {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS * 1000
+    return (JSON.parse(readFileSync(join(SUPERGATEWAY, 'package.json'), 'utf8')) as { version: string }).version
   } catch {
-    return Number.NaN
+    return '?'
   }
 }
 
@@ -770,6 +978,9 @@ if (pinning && !reexecuted) {
   // Last resort for paths that skip shutdown(): whatever is still alive is killed outright.
   process.on('exit', () => {
     for (const child of children) if (!exited(child)) child.kill('SIGKILL')
+    for (const { pid } of leftovers()) {
+      try { process.kill(pid, 'SIGKILL') } catch {}
+    }
   })
   process.on('SIGINT', () => { void shutdown(130, '\ninterrupted: stopping targets') })
   process.on('SIGTERM', () => { void shutdown(143, '\nterminated: stopping targets') })

@@ -58,6 +58,12 @@ export interface UpstreamOptions {
 }
 
 const CLIENT_INFO = { name: 'fastify-mcp-gateway', version: '1.0.0' }
+/**
+ * The result schema of relayed requests: the result goes on as the upstream sent it. The
+ * relay server validates what it answers, so parsing it here too (and, without a schema,
+ * the SDK's per-call lookup of one) would only double the cost of every call.
+ */
+const PASSTHROUGH = { '~standard': { version: 1 as const, vendor: 'fastify-mcp-gateway', validate: (value: unknown) => ({ value: value as Record<string, unknown> }) } }
 /** The longest delay a Node timer takes; the gateway runs its own timeouts (see `request`). */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -398,7 +404,7 @@ export class UpstreamConnection implements McpConnection {
     }
     try {
       if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
-      const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, {
+      const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, PASSTHROUGH, {
         signal: controller.signal,
         timeout: MAX_TIMER_MS
       }) as Record<string, unknown>
