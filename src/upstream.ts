@@ -165,7 +165,11 @@ export class UpstreamConnection implements McpConnection {
   }
 
   async #connectShared (): Promise<void> {
-    const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } })
+    const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } }, closed => {
+      if (this.#shared !== closed) return
+      this.#shared = undefined
+      this.#down(closed.pid === undefined ? 'the connection closed' : `the server process (pid ${closed.pid}) exited`)
+    })
     try {
       const capabilities = link.client.getServerCapabilities() ?? {}
       const tools = capabilities.tools === undefined ? [] : await listTools(link.client, this.#options.connectTimeoutMs)
@@ -183,11 +187,6 @@ export class UpstreamConnection implements McpConnection {
     this.#attempt = 0
     this.#retryAt = undefined
     this.#subscriptions.clear()
-    link.client.onclose = () => {
-      if (this.#shared !== link) return
-      this.#shared = undefined
-      this.#down(link.pid === undefined ? 'the connection closed' : `the server process (pid ${link.pid}) exited`)
-    }
   }
 
   /** Marks the server down and, unless the gateway is closing, schedules the next attempt. */
@@ -211,10 +210,17 @@ export class UpstreamConnection implements McpConnection {
     this.#retryTimer.unref()
   }
 
-  /** Opens one client connection: the shared one, or a session's own (`session` given). */
-  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities): Promise<Link> {
+  /**
+   * Opens one client connection: the shared one, or a session's own (`session` given).
+   * `onClosed` runs when it ends, for whatever reason, after its child is forgotten.
+   */
+  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities, onClosed: (link: Link) => void): Promise<Link> {
     const client = new Client(CLIENT_INFO, { capabilities })
     const link: Link = { client, pid: undefined, inflight: new Map(), session }
+    client.onclose = () => {
+      if (link.pid !== undefined) children.delete(link.pid)
+      onClosed(link)
+    }
     const transport = this.#transport()
     client.onerror = err => { this.#log?.debug({ err }, 'upstream mcp client error') }
     // The SDK refuses a handler for a capability the client does not declare.
@@ -238,14 +244,8 @@ export class UpstreamConnection implements McpConnection {
       throw err
     }
     if (transport instanceof StdioClientTransport && transport.pid !== null) {
-      const pid = transport.pid
-      link.pid = pid
-      trackChild(pid)
-      const previous = client.onclose
-      client.onclose = () => {
-        children.delete(pid)
-        previous?.()
-      }
+      link.pid = transport.pid
+      trackChild(transport.pid)
     }
     return link
   }
@@ -439,18 +439,15 @@ export class UpstreamConnection implements McpConnection {
     let link = this.#sessionLinks.get(session)
     if (link === undefined) {
       const { sampling, elicitation, roots } = session.clientCapabilities() ?? {}
+      // A session's connection that fails or ends is opened anew on its next request.
+      const forget = (): void => { if (this.#sessionLinks.get(session) === link) this.#sessionLinks.delete(session) }
       link = this.#open(session, {
         ...(sampling !== undefined && { sampling }),
         ...(elicitation !== undefined && { elicitation }),
         ...(roots !== undefined && { roots })
-      })
-      this.#sessionLinks.set(session, link)
-      // A session's connection that fails or ends is opened anew on its next request.
-      const forget = (): void => { if (this.#sessionLinks.get(session) === link) this.#sessionLinks.delete(session) }
-      link.then(opened => {
-        const previous = opened.client.onclose
-        opened.client.onclose = () => { forget(); previous?.() }
       }, forget)
+      this.#sessionLinks.set(session, link)
+      link.catch(forget)
     }
     return await link
   }
