@@ -9,7 +9,7 @@ import {
   type Prompt,
   type Tool
 } from '@modelcontextprotocol/server'
-import { InProcessConnection, type McpConnection, type ServerFactory } from '../src/connection.js'
+import { allPages, InProcessConnection, type McpConnection, type ServerFactory } from '../src/connection.js'
 import {
   CapabilityMissingError,
   ForbiddenHostError,
@@ -284,16 +284,9 @@ function registerPromptAndResourceRoutes (app: FastifyInstance, server: string, 
   }
 }
 
-/** Every page of a list, following `nextCursor`. */
+/** Every page of a list the server serves, through the route's `relay`. */
 async function listAll (relay: (method: string, params: Record<string, unknown>, what: string) => Promise<Record<string, unknown>>, method: string, key: string): Promise<unknown[]> {
-  const items: unknown[] = []
-  let cursor: string | undefined
-  do {
-    const page = await relay(method, cursor === undefined ? {} : { cursor }, method)
-    items.push(...(page[key] as unknown[] ?? []))
-    cursor = page.nextCursor as string | undefined
-  } while (cursor !== undefined)
-  return items
+  return await allPages(async params => await relay(method, params, method), key)
 }
 
 function registerToolRoute (app: FastifyInstance, server: string, connection: McpConnection, tool: Tool, limits: { timeoutMs: number, bodyLimit: number }): void {

@@ -12,7 +12,7 @@ import {
   type ServerCapabilities,
   type Tool
 } from '@modelcontextprotocol/server'
-import { CallError, type ListKind, type McpConnection, type RelayOptions, type ServerScope, type ServerState } from './connection.js'
+import { allPages, CallError, type ListKind, type McpConnection, type RelayOptions, type ServerScope, type ServerState } from './connection.js'
 import { relayServer, type RelaySession } from './relay-server.js'
 
 /** MCP clients commonly reject tool names longer than this (and some models do too). */
@@ -228,12 +228,5 @@ function invalidParams (message: string): CallError {
 }
 
 async function listAll<T> (member: McpConnection, method: string, key: string, options: RelayOptions): Promise<T[]> {
-  const items: T[] = []
-  let cursor: string | undefined
-  do {
-    const page = await member.request(method, cursor === undefined ? {} : { cursor }, { ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }) })
-    items.push(...(page[key] as T[] | undefined ?? []))
-    cursor = page.nextCursor as string | undefined
-  } while (cursor !== undefined)
-  return items
+  return await allPages<T>(async params => await member.request(method, params, { ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }) }), key)
 }

@@ -3,7 +3,6 @@ import {
   type CallToolResult,
   type InitializeResult,
   type JSONRPCMessage,
-  type ListToolsResult,
   type McpRequestContext,
   type McpServer,
   type Progress,
@@ -160,14 +159,7 @@ export class InProcessConnection implements McpConnection {
   }
 
   async #listTools (): Promise<Tool[]> {
-    const tools: Tool[] = []
-    let cursor: string | undefined
-    do {
-      const page = await this.#request('tools/list', cursor === undefined ? {} : { cursor }) as ListToolsResult
-      tools.push(...page.tools)
-      cursor = page.nextCursor
-    } while (cursor !== undefined)
-    return tools
+    return await allPages<Tool>(async params => await this.#request('tools/list', params) as Record<string, unknown>, 'tools')
   }
 
   #onUnrelated (method: string): void {
@@ -270,6 +262,18 @@ export class InProcessConnection implements McpConnection {
     this.#mux = undefined
     await handle?.close()
   }
+}
+
+/** Every item of a paginated list (`tools/list` and the like), following `nextCursor`. */
+export async function allPages<T> (fetchPage: (params: Record<string, unknown>) => Promise<Record<string, unknown>>, key: string): Promise<T[]> {
+  const items: T[] = []
+  let cursor: string | undefined
+  do {
+    const page = await fetchPage(cursor === undefined ? {} : { cursor })
+    items.push(...(page[key] as T[] | undefined ?? []))
+    cursor = page.nextCursor as string | undefined
+  } while (cursor !== undefined)
+  return items
 }
 
 /** The list each `list_changed` notification is about. */

@@ -20,6 +20,7 @@ import {
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
 import {
+  allPages,
   CallError,
   LIST_CHANGED,
   type Downstream,
@@ -469,14 +470,7 @@ export class UpstreamConnection implements McpConnection {
 }
 
 async function listTools (client: Client, timeout = 60_000): Promise<Tool[]> {
-  const tools: Tool[] = []
-  let cursor: string | undefined
-  do {
-    const page = await client.request({ method: 'tools/list', params: cursor === undefined ? {} : { cursor } }, { timeout })
-    tools.push(...page.tools)
-    cursor = page.nextCursor
-  } while (cursor !== undefined)
-  return tools
+  return await allPages<Tool>(async params => await client.request({ method: 'tools/list', params }, { timeout }), 'tools')
 }
 
 function withTimeout<T> (promise: Promise<T>, ms: number, message: string): Promise<T> {
