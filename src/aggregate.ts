@@ -153,11 +153,13 @@ export class AggregateConnection implements McpConnection {
         return await entry.member.request(method, { ...params, name: entry.original }, options)
       }
       case 'resources/list':
-        return { resources: await this.#gather<Resource>('resources/list', 'resources', options, (member, resource) => { this.#resources.set(resource.uri, member) }) }
+        return {
+          resources: await this.#gather<Resource>('resources/list', 'resources', options, resource => resource.uri, (member, resource) => { this.#resources.set(resource.uri, member) })
+        }
       case 'resources/templates/list':
         this.#templates = []
         return {
-          resourceTemplates: await this.#gather<ResourceTemplateType>('resources/templates/list', 'resourceTemplates', options, (member, template) => {
+          resourceTemplates: await this.#gather<ResourceTemplateType>('resources/templates/list', 'resourceTemplates', options, template => template.uriTemplate, (member, template) => {
             try {
               this.#templates.push({ member, template: new UriTemplate(template.uriTemplate), raw: template.uriTemplate })
             } catch {}
@@ -194,14 +196,21 @@ export class AggregateConnection implements McpConnection {
     return this.#prompts
   }
 
-  /** One list from every member that offers it, one after another in config order. */
-  async #gather<T> (method: string, key: string, options: RelayOptions, seen: (member: McpConnection, item: T) => void): Promise<T[]> {
+  /**
+   * One list from every member that offers it, one after another in config order. An item
+   * (by `id`) that several members list is listed once, for the first of them, which then
+   * answers for it, as for a tool name two servers share.
+   */
+  async #gather<T> (method: string, key: string, options: RelayOptions, id: (item: T) => string, seen: (member: McpConnection, item: T) => void): Promise<T[]> {
     const members = this.#up().filter(member => member.capabilities().resources !== undefined)
     const lists = await Promise.all(members.map(async member => await listAll<T>(member, method, key, options).catch(() => [] as T[])))
-    return lists.flatMap((items, i) => {
-      for (const item of items) seen(members[i] as McpConnection, item)
-      return items
-    })
+    const ids = new Set<string>()
+    return lists.flatMap((items, i) => items.filter(item => {
+      if (ids.has(id(item))) return false
+      ids.add(id(item))
+      seen(members[i] as McpConnection, item)
+      return true
+    }))
   }
 
   /** The member that listed a URI, or whose template matches it; lists are refreshed once on a miss. */
@@ -214,7 +223,7 @@ export class AggregateConnection implements McpConnection {
       await this.request('resources/templates/list', {}, options)
       owner = find()
     }
-    if (owner === undefined) throw new CallError('PROTOCOL_ERROR', `Resource ${uri} not found`, -32002)
+    if (owner === undefined) throw new CallError('PROTOCOL_ERROR', `Resource ${uri} not found`, -32002, { uri })
     return owner
   }
 

@@ -49,6 +49,13 @@ export interface RelayOptions extends CallOptions {
   onProgress?: (progress: Progress) => void
   /** Absent for REST calls, which have no client to ask. */
   downstream?: Downstream
+  /**
+   * Set for a request of a 2026-07-28 client. Its params then carry what that revision
+   * puts on each request (the `_meta` envelope with the client's capabilities and log
+   * level, and on a retry `inputResponses` and `requestState`), and the answer may be an
+   * `input_required` result, which goes back to the client as it is.
+   */
+  modern?: boolean
 }
 
 /** The lists a server can announce as changed. */
@@ -148,7 +155,8 @@ export class InProcessConnection implements McpConnection {
         clientInfo: { name: 'fastify-mcp-gateway', version: '1.0.0' }
       }) as InitializeResult
       mux.notify({ jsonrpc: '2.0', method: 'notifications/initialized' })
-      this.#tools = await this.#listTools()
+      // A server with no tools (only prompts or resources) has no tools/list to ask.
+      this.#tools = this.#initialized.capabilities.tools === undefined ? [] : await this.#listTools()
       this.#state = 'up'
     } catch (err) {
       this.#failure = err instanceof Error ? err.message : String(err)
@@ -191,7 +199,8 @@ export class InProcessConnection implements McpConnection {
 
   async request (method: string, params: Record<string, unknown> | undefined, options: RelayOptions = {}): Promise<Record<string, unknown>> {
     if (this.#state !== 'up') throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}`)
-    return await this.#request(method, params ?? {}, options) as Record<string, unknown>
+    // The gateway's connection to an in-process server speaks 2025 (see the class comment).
+    return await this.#request(method, (options.modern === true ? legacyParams(params) : params) ?? {}, options) as Record<string, unknown>
   }
 
   /** One request over the connection, with the SDK client's error codes for timeouts and closes. */
@@ -296,4 +305,12 @@ export class CallError extends Error {
     this.rpcCode = rpcCode
     this.data = data
   }
+}
+
+/** A 2026-07-28 request's params without what only that revision knows, for a 2025-era connection. */
+export function legacyParams (params: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (params === undefined) return undefined
+  const { inputResponses: _responses, requestState: _state, _meta, ...rest } = params
+  const meta = Object.entries((_meta ?? {}) as Record<string, unknown>).filter(([key]) => !key.startsWith('io.modelcontextprotocol/'))
+  return meta.length === 0 ? rest : { ...rest, _meta: Object.fromEntries(meta) }
 }

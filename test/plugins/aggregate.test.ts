@@ -69,6 +69,24 @@ t.test('a name two servers would share is kept by the first and reported', async
   t.equal(text(await client.callTool({ name: 'a_b_c', arguments: {} })), 'c', 'the first server in order keeps the name')
 })
 
+t.test('a resource URI two servers list is listed once, read from the first; an unknown URI is an error that names it', async t => {
+  const make = (text: string) => () => {
+    const server = new McpServer({ name: 'docs', version: '1.0.0' })
+    server.registerResource('readme', 'docs://readme', { mimeType: 'text/plain' }, async uri => ({ contents: [{ uri: uri.href, text }] }))
+    server.registerResource(`only-${text}`, `docs://only/${text}`, { mimeType: 'text/plain' }, async uri => ({ contents: [{ uri: uri.href, text }] }))
+    return server
+  }
+  const { base } = await listen(t, { servers: [{ name: 'first', factory: make('first') }, { name: 'second', factory: make('second') }] })
+  const client = await connect(t, `${base}/mcp`)
+  const uris = (await client.listResources()).resources.map(resource => resource.uri)
+  t.same(uris, ['docs://readme', 'docs://only/first', 'docs://only/second'])
+  const read = await client.readResource({ uri: 'docs://readme' })
+  t.match(read.contents, [{ uri: 'docs://readme', text: 'first' }], 'the first server in order answers for it')
+  t.match((await client.readResource({ uri: 'docs://only/second' })).contents, [{ text: 'second' }])
+  const missing = await client.readResource({ uri: 'docs://nowhere' }).then(() => undefined, (err: unknown) => err)
+  t.match(missing, { code: -32602, data: { uri: 'docs://nowhere' } }, 'as an in-process server answers it (SEP-2164)')
+})
+
 t.test('aggregate: false, or gateway.aggregate false in the config, leaves /mcp unrouted', async t => {
   const app = await build(t, { aggregate: false })
   const response = await app.inject({ method: 'POST', url: '/mcp', payload: {} })
