@@ -23,6 +23,7 @@ import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol
 import type { McpConnection } from './connection.js'
 import { acceptsJsonAndSse, hijack, rejectJsonRpc, sseFrame, startSse } from './http-exchange.js'
 import { MultiplexTransport } from './multiplex-transport.js'
+import { checkParamHeaders, HEADER_MISMATCH, toolParamHeaders } from './param-headers.js'
 import { SessionTransport } from './session-transport.js'
 
 export interface StreamableHttpOptions {
@@ -115,8 +116,6 @@ export class StreamableHttpEndpoint {
   #nodeHandler: NodeMcpRequestHandler
   #sessions = new Map<string, Session>()
   #lanes = new Map<string, Lane>()
-  /** Tools whose input schema declares `x-mcp-header` parameters: the SDK entry validates those headers. */
-  #headerTools: Set<string>
   #pools: Record<'legacy' | 'modern', Array<McpServer | Server>> = { legacy: [], modern: [] }
   #sweeper: NodeJS.Timeout
   #closing = false
@@ -133,9 +132,6 @@ export class StreamableHttpEndpoint {
       maxRequestBodySize: options.bodyLimit,
       onerror: err => { options.log.error({ err }, 'mcp handler failed') }
     })
-    this.#headerTools = new Set(connection.tools()
-      .filter(tool => JSON.stringify(tool.inputSchema).includes('"x-mcp-header"'))
-      .map(tool => tool.name))
     this.#sweeper = setInterval(() => { this.#sweep() }, Math.min(options.sessionIdleMs, 60_000))
     this.#sweeper.unref()
   }
@@ -168,6 +164,7 @@ export class StreamableHttpEndpoint {
       ...(typeof headers['mcp-method'] === 'string' && { mcpMethodHeader: headers['mcp-method'] }),
       ...(typeof headers['mcp-name'] === 'string' && { mcpNameHeader: headers['mcp-name'] })
     })
+    if (route.kind === 'modern' && route.messageKind === 'request' && route.message.method === 'tools/call' && this.#rejectParamHeaders(route.message, request, reply)) return
     const lane = this.#laneFor(route, request)
     if (lane !== undefined) {
       await this.#serveOnLane(lane, request.body as JSONRPCRequest, request, reply)
@@ -179,6 +176,25 @@ export class StreamableHttpEndpoint {
       return
     }
     await this.#handleSession(request, reply)
+  }
+
+  /**
+   * Checks a 2026-07-28 `tools/call` against the `Mcp-Param-*` headers its tool declares
+   * and answers a disagreement (400, -32020); true when it did. The SDK checks them only for
+   * its own `McpServer`, and a relayed server is not one, so the gateway checks every tool
+   * here, against the tool list of the moment (an upstream's may change).
+   */
+  #rejectParamHeaders (message: JSONRPCRequest, request: FastifyRequest, reply: FastifyReply): boolean {
+    const name = message.params?.name
+    const tool = this.#connection.tools().find(candidate => candidate.name === name)
+    if (tool === undefined) return false
+    const declared = toolParamHeaders(tool)
+    if (declared.length === 0) return false
+    const mismatch = checkParamHeaders(declared, message.params?.arguments, request.headers)
+    if (mismatch === undefined) return false
+    this.#options.log.debug({ mismatch: mismatch.data.mismatch }, 'mcp request rejected')
+    void reply.code(400).type('application/json').send(JSON.stringify({ jsonrpc: '2.0', id: message.id, error: { code: HEADER_MISMATCH, ...mismatch } }))
+    return true
   }
 
   /**
@@ -197,7 +213,6 @@ export class StreamableHttpEndpoint {
       if (!MODERN_LANE_METHODS.has(message.method) || request.headers['mcp-method'] !== message.method) return undefined
       const named = NAMED_PARAM[message.method]
       if (named !== undefined && request.headers['mcp-name'] !== message.params?.[named]) return undefined
-      if (message.method === 'tools/call' && this.#headerTools.has(String(message.params?.name))) return undefined
       return this.#lane(revision, 'modern')
     }
     if (route.kind !== 'legacy' || !this.#options.stateless || request.method !== 'POST') return undefined
