@@ -1,5 +1,7 @@
 import {
   type ClientCapabilities,
+  LOG_LEVEL_META_KEY,
+  type LoggingLevel,
   ProtocolError,
   ProtocolErrorCode,
   type RequestMethod,
@@ -83,7 +85,7 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
   const relay = (method: string) => async (request: { params?: Record<string, unknown> }, ctx: ServerContext): Promise<Record<string, unknown>> => {
     const { options, sent } = relayOptions(ctx, timeoutMs)
     try {
-      return await target.request(method, request.params, { ...options, session })
+      return await target.request(method, options.modern === true ? modernParams(request.params, ctx) : request.params, { ...options, session })
     } catch (err) {
       throw toProtocolError(err, target.name)
     } finally {
@@ -129,8 +131,14 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
 /** Maps the SDK handler context onto the relay's options: cancellation, progress, the client. */
 function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayOptions, sent: Array<Promise<void>> } {
   const progressToken = ctx.mcpReq._meta?.progressToken
+  const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined
+  const modern = envelope !== undefined
+  // A 2026-07-28 client gets log messages only when its request asked for them, at or above
+  // the level it named; a 2025 client set its level on the upstream (logging/setLevel).
+  const logLevel = envelope?.[LOG_LEVEL_META_KEY] as LoggingLevel | undefined
   const sent: Array<Promise<void>> = []
   const notify = (notification: McpMessage): Promise<void> => {
+    if (modern && notification.method === 'notifications/message' && !logged(notification, logLevel)) return Promise.resolve()
     const sending = ctx.mcpReq.notify(notification)
     sent.push(sending)
     return sending
@@ -138,6 +146,7 @@ function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayO
   const options: RelayOptions = {
     signal: ctx.mcpReq.signal,
     timeoutMs,
+    ...(modern && { modern }),
     ...(progressToken !== undefined && {
       onProgress: progress => { notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {}) }
     }),
@@ -147,6 +156,31 @@ function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayO
     }
   }
   return { options, sent }
+}
+
+/** Severity order of MCP log levels (RFC 5424, least severe first). */
+const LOG_LEVELS: readonly LoggingLevel[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency']
+
+function logged (notification: McpMessage, level: LoggingLevel | undefined): boolean {
+  if (level === undefined) return false
+  return LOG_LEVELS.indexOf(notification.params?.level as LoggingLevel) >= LOG_LEVELS.indexOf(level)
+}
+
+/**
+ * A 2026-07-28 request's params as its client sent them: the SDK lifts the `_meta`
+ * envelope, `inputResponses` and `requestState` off before the handler runs, and the
+ * upstream needs all three (the client's capabilities decide which input it may ask for;
+ * a retry carries the answers and the upstream's own state back).
+ */
+function modernParams (params: Record<string, unknown> | undefined, ctx: ServerContext): Record<string, unknown> {
+  const { envelope, inputResponses } = ctx.mcpReq
+  const requestState = ctx.mcpReq.requestState()
+  return {
+    ...params,
+    _meta: { ...(params?._meta as Record<string, unknown> | undefined), ...envelope },
+    ...(inputResponses !== undefined && { inputResponses }),
+    ...(typeof requestState === 'string' && { requestState })
+  }
 }
 
 function notificationFor (server: Server, notification: McpMessage, subscribed: Set<string>): Promise<void> | undefined {

@@ -22,6 +22,7 @@ import type { CallToolResult, McpRequestContext, Server } from '@modelcontextpro
 import {
   allPages,
   CallError,
+  legacyParams,
   LIST_CHANGED,
   type Downstream,
   type ListKind,
@@ -31,6 +32,7 @@ import {
   type ServerScope,
   type ServerState
 } from './connection.js'
+import { paramHeaderValues, toolParamHeaders } from './param-headers.js'
 import { relayServer, type RelaySession } from './relay-server.js'
 
 /** How to reach an upstream server. */
@@ -65,6 +67,8 @@ const CLIENT_INFO = { name: 'fastify-mcp-gateway', version: '1.0.0' }
  * the SDK's per-call lookup of one) would only double the cost of every call.
  */
 const PASSTHROUGH = { '~standard': { version: 1 as const, vendor: 'fastify-mcp-gateway', validate: (value: unknown) => ({ value: value as Record<string, unknown> }) } }
+/** How long 2026-07-28 requests take the 2025-era link after their own link failed. */
+const MODERN_RETRY_MS = 30_000
 /** The longest delay a Node timer takes; the gateway runs its own timeouts (see `request`). */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -87,6 +91,7 @@ function trackChild (pid: number): void {
 /** One SDK client connection to the upstream, and the downstream requests waiting on it. */
 interface Link {
   client: Client
+  transport: Transport
   pid: number | undefined
   /** Requests in flight, with the downstream client of each (undefined for REST calls). */
   inflight: Map<symbol, Downstream | undefined>
@@ -117,6 +122,10 @@ export class UpstreamConnection implements McpConnection {
   #state: ServerState = 'starting'
   #failure: string | undefined
   #shared: Link | undefined
+  /** The link for 2026-07-28 requests (see `#modernLink`), once the first one opened it. */
+  #modern: Promise<Link | undefined> | undefined
+  /** No modern link before this time: its last one failed, or the upstream speaks only 2025. */
+  #modernRetryAt = 0
   #sessionLinks = new Map<RelaySession, Promise<Link>>()
   #sessions = new Set<RelaySession>()
   #listeners = new Set<(kind: ListKind) => void>()
@@ -166,7 +175,7 @@ export class UpstreamConnection implements McpConnection {
   }
 
   async #connectShared (): Promise<void> {
-    const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } }, closed => {
+    const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } }, false, closed => {
       if (this.#shared !== closed) return
       this.#shared = undefined
       this.#down(closed.pid === undefined ? 'the connection closed' : `the server process (pid ${closed.pid}) exited`)
@@ -179,10 +188,11 @@ export class UpstreamConnection implements McpConnection {
       this.#instructions = link.client.getInstructions()
       this.#tools = tools.filter(tool => this.#offers(tool.name))
     } catch (err) {
-      await link.client.close().catch(() => {})
+      await closeLink(link)
       throw err
     }
     this.#shared = link
+    this.#modernRetryAt = 0
     this.#state = 'up'
     this.#failure = undefined
     this.#attempt = 0
@@ -215,14 +225,20 @@ export class UpstreamConnection implements McpConnection {
    * Opens one client connection: the shared one, or a session's own (`session` given).
    * `onClosed` runs when it ends, for whatever reason, after its child is forgotten.
    */
-  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities, onClosed: (link: Link) => void): Promise<Link> {
-    const client = new Client(CLIENT_INFO, { capabilities })
-    const link: Link = { client, pid: undefined, inflight: new Map(), session }
+  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities, modern: boolean, onClosed: (link: Link) => void): Promise<Link> {
+    const timeout = this.#options.connectTimeoutMs ?? 10_000
+    const client = new Client(CLIENT_INFO, {
+      capabilities,
+      // The modern link probes for 2026-07-28 (`server/discover`) and hands `input_required`
+      // answers back to the relay, which passes them on to the client they are for.
+      ...(modern && { versionNegotiation: { mode: 'auto', probe: { timeoutMs: timeout } }, inputRequired: { autoFulfill: false } })
+    })
+    const transport = this.#transport()
+    const link: Link = { client, transport, pid: undefined, inflight: new Map(), session }
     client.onclose = () => {
       if (link.pid !== undefined) children.delete(link.pid)
       onClosed(link)
     }
-    const transport = this.#transport()
     client.onerror = err => { this.#log?.debug({ err }, 'upstream mcp client error') }
     // The SDK refuses a handler for a capability the client does not declare.
     const questions = { sampling: 'sampling/createMessage', elicitation: 'elicitation/create', roots: 'roots/list' } as const
@@ -237,11 +253,10 @@ export class UpstreamConnection implements McpConnection {
     for (const method of [...Object.keys(LIST_CHANGED), 'notifications/resources/updated', 'notifications/message']) {
       client.setNotificationHandler(method as 'notifications/message', notification => { this.#unrelated(link, notification as McpMessage) })
     }
-    const timeout = this.#options.connectTimeoutMs ?? 10_000
     try {
       await withTimeout(client.connect(transport, { timeout }), timeout, `no answer to initialize within ${timeout} ms`)
     } catch (err) {
-      await client.close().catch(() => {})
+      await closeLink(link)
       throw err
     }
     if (transport instanceof StdioClientTransport && transport.pid !== null) {
@@ -348,7 +363,7 @@ export class UpstreamConnection implements McpConnection {
       this.#sessions.delete(session)
       const own = this.#sessionLinks.get(session)
       this.#sessionLinks.delete(session)
-      own?.then(link => link.client.close(), () => {}).catch(() => {})
+      own?.then(closeLink, () => {}).catch(() => {})
     }
   }
 
@@ -376,10 +391,14 @@ export class UpstreamConnection implements McpConnection {
     if (method === 'tools/call' && !this.#offers(String(params?.name))) {
       throw new CallError('PROTOCOL_ERROR', `Tool ${String(params?.name)} not found`, ProtocolErrorCode.InvalidParams)
     }
-    const link = own ? await this.#sessionLink(options.session as RelaySession) : this.#shared
-    if (link === undefined || this.#state !== 'up') {
+    if (this.#state !== 'up') {
       throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}${this.#failure === undefined ? '' : `: ${this.#failure}`}`)
     }
+    const modern = options.modern === true && !own ? await this.#modernLink() : undefined
+    const link = own ? await this.#sessionLink(options.session as RelaySession) : modern ?? this.#shared
+    if (link === undefined) throw new CallError('NOT_CONNECTED', `Server '${this.name}' is down`)
+    // What a 2026-07-28 request carries means nothing to a 2025-era upstream.
+    if (options.modern === true && modern === undefined) params = legacyParams(params)
     const key = Symbol(method)
     link.inflight.set(key, options.downstream)
     // Timeout and progress are the gateway's own, not the SDK client's: the client drops
@@ -407,7 +426,9 @@ export class UpstreamConnection implements McpConnection {
       if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
       const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, PASSTHROUGH, {
         signal: controller.signal,
-        timeout: MAX_TIMER_MS
+        timeout: MAX_TIMER_MS,
+        ...(modern !== undefined && { allowInputRequired: true }),
+        ...(modern !== undefined && method === 'tools/call' && { headers: this.#mirroredHeaders(params) })
       }) as Record<string, unknown>
       // The client runs notification handlers a microtask late and settles responses at
       // once, so the upstream's last progress or log message before its answer may still be
@@ -421,10 +442,13 @@ export class UpstreamConnection implements McpConnection {
       const error = timedOut ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : toCallError(err)
       // Over HTTP nothing announces a remote going away: a request that cannot reach it
       // (refused, reset, its session gone) takes the server down and starts the reconnects.
-      if (error.code === 'CONNECTION_CLOSED' && link === this.#shared && this.#options.transport.kind !== 'stdio') {
-        this.#shared = undefined
+      if (error.code === 'CONNECTION_CLOSED' && this.#options.transport.kind !== 'stdio') {
+        if (link === this.#shared) {
+          this.#shared = undefined
+          this.#down(error.message)
+        }
+        if (link === modern) this.#modern = undefined
         link.client.close().catch(() => {})
-        this.#down(error.message)
       }
       throw error
     } finally {
@@ -433,6 +457,54 @@ export class UpstreamConnection implements McpConnection {
       if (token !== undefined) this.#progress.delete(token)
       link.inflight.delete(key)
     }
+  }
+
+  /**
+   * The link for 2026-07-28 requests, opened on the first one. A 2026-07-28 upstream
+   * answers on it as it would its own clients: an `input_required` result goes back to the
+   * client that asked, and the retry carries the answers, so nothing has to be routed.
+   *
+   * Undefined while the upstream speaks only 2025 (the shared link then serves 2026-07-28
+   * clients too, and an upstream question to them is refused) or while a failed attempt
+   * waits to be tried again. For stdio this is a second child process: a stdio connection
+   * speaks one protocol era for its life.
+   */
+  async #modernLink (): Promise<Link | undefined> {
+    if (this.#modern === undefined) {
+      if (Date.now() < this.#modernRetryAt) return undefined
+      const opening: Promise<Link | undefined> = this.#open(undefined, {}, true, () => {
+        if (this.#modern !== opening) return
+        // Ended under the gateway (the child exited): 2026-07-28 requests take the 2025-era
+        // link for a while rather than starting a child each, should it keep failing.
+        this.#modern = undefined
+        this.#modernRetryAt = Date.now() + MODERN_RETRY_MS
+      }).then(async link => {
+        if (link.client.getProtocolEra() === 'modern') return link
+        // A 2025-era upstream stays one until the shared link reconnects (#connectShared).
+        this.#log?.info('upstream mcp server speaks no 2026-07-28: its 2025-era connection serves 2026-07-28 clients')
+        this.#modernRetryAt = Infinity
+        await closeLink(link)
+        return undefined
+      }, err => {
+        this.#log?.warn({ err }, 'opening a 2026-07-28 connection to the upstream mcp server failed')
+        this.#modernRetryAt = Date.now() + MODERN_RETRY_MS
+        return undefined
+      })
+      this.#modern = opening
+    }
+    const link = await this.#modern
+    if (link === undefined && this.#modern !== undefined) this.#modern = undefined
+    return link
+  }
+
+  /**
+   * The `Mcp-Param-*` headers of a 2026-07-28 `tools/call`, which an HTTP upstream checks
+   * against the arguments. The gateway sends them itself: its client mirrors them only for
+   * tools it listed on that connection, and the tools are listed on the 2025-era one.
+   */
+  #mirroredHeaders (params: Record<string, unknown> | undefined): Record<string, string> {
+    const tool = this.#tools.find(candidate => candidate.name === params?.name)
+    return tool === undefined ? {} : paramHeaderValues(toolParamHeaders(tool), params?.arguments)
   }
 
   /** A session's own upstream connection, opened on its first request. */
@@ -446,7 +518,7 @@ export class UpstreamConnection implements McpConnection {
         ...(sampling !== undefined && { sampling }),
         ...(elicitation !== undefined && { elicitation }),
         ...(roots !== undefined && { roots })
-      }, forget)
+      }, false, forget)
       this.#sessionLinks.set(session, link)
       link.catch(forget)
     }
@@ -462,15 +534,26 @@ export class UpstreamConnection implements McpConnection {
     this.#sessionLinks.clear()
     const shared = this.#shared
     this.#shared = undefined
+    const modern = this.#modern
+    this.#modern = undefined
     await Promise.allSettled([
-      shared?.client.close(),
-      ...links.map(async link => { await (await link).client.close() })
+      shared === undefined ? undefined : closeLink(shared),
+      modern?.then(link => link === undefined ? undefined : closeLink(link)),
+      ...links.map(async link => { await closeLink(await link) })
     ])
   }
 }
 
 async function listTools (client: Client, timeout = 60_000): Promise<Tool[]> {
   return await allPages<Tool>(async params => await client.request({ method: 'tools/list', params }, { timeout }), 'tools')
+}
+
+/** Ends a link; an HTTP upstream is told its session is over (DELETE) first. */
+async function closeLink (link: Link): Promise<void> {
+  if (link.transport instanceof StreamableHTTPClientTransport && link.transport.sessionId !== undefined) {
+    await link.transport.terminateSession().catch(() => {})
+  }
+  await link.client.close().catch(() => {})
 }
 
 function withTimeout<T> (promise: Promise<T>, ms: number, message: string): Promise<T> {

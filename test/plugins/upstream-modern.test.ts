@@ -1,0 +1,161 @@
+import t, { type Test } from 'tap'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import Fastify from 'fastify'
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
+import gateway from '../../src/app.js'
+import { parseConfig } from '../../src/config.js'
+import { createGreetServer } from '../../servers/greet/index.js'
+import { listen } from '../helper.js'
+
+// 2026-07-28 clients behind the gateway: an upstream that speaks that revision asks its
+// clients for input with `input_required` results, which the gateway passes to the client
+// that made the call; one that speaks only 2025 serves them over its 2025-era connection.
+
+const require = createRequire(import.meta.url)
+const ask = fileURLToPath(new URL('../fixtures/stdio-ask-server.mjs', import.meta.url))
+const everything = require.resolve('@modelcontextprotocol/server-everything/dist/index.js')
+const mcpHeaders = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
+const modernMeta = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientInfo': { name: 'modern-test', version: '1' },
+  'io.modelcontextprotocol/clientCapabilities': {}
+}
+
+function text (result: unknown): string {
+  return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
+}
+
+async function gatewayFor (t: Test, servers: Record<string, unknown>): Promise<{ base: string, close: () => Promise<void> }> {
+  const { app, base } = await listen(t, { config: parseConfig(JSON.stringify({ mcpServers: servers }), 'gateway.json') })
+  return { base, close: async () => { await app.close() } }
+}
+
+/** A 2026-07-28 client that answers elicitations with `name`. */
+async function modernClient (t: Test, url: string, name?: string): Promise<Client> {
+  const client = new Client({ name: 'modern-test', version: '1.0.0' }, {
+    capabilities: name === undefined ? {} : { elicitation: { form: {} } },
+    versionNegotiation: { mode: { pin: '2026-07-28' } }
+  })
+  if (name !== undefined) client.setRequestHandler('elicitation/create', async () => ({ action: 'accept', content: { name } }))
+  await client.connect(new StreamableHTTPClientTransport(new URL(url)))
+  t.teardown(() => client.close())
+  return client
+}
+
+/** One raw 2026-07-28 tools/call; the JSON-RPC messages of its answer, JSON or SSE. */
+async function modernCall (url: string, name: string, args: Record<string, unknown>, meta: Record<string, unknown> = {}, headers: Record<string, string> = {}): Promise<{ status: number, messages: Array<Record<string, any>> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { ...mcpHeaders, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name, ...headers },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: { ...modernMeta, ...meta } } })
+  })
+  const body = await res.text()
+  const messages = res.headers.get('content-type')?.includes('text/event-stream') === true
+    ? body.split('\n').filter(line => line.startsWith('data: ')).map(line => JSON.parse(line.slice(6)))
+    : [JSON.parse(body)]
+  return { status: res.status, messages }
+}
+
+function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+t.test('a 2026-07-28 upstream asks each 2026-07-28 client for its own input, over one shared connection', async t => {
+  const { base } = await gatewayFor(t, { ask: { command: process.execPath, args: [ask] } })
+  const [alice, bob] = await Promise.all([modernClient(t, `${base}/ask/mcp`, 'Alice'), modernClient(t, `${base}/ask/mcp`, 'Bob')])
+  const answers = await Promise.all([alice, bob, alice, bob].map(async client => text(await client.callTool({ name: 'greet-me', arguments: {} }))))
+  t.same(answers, ['Hello, Alice!', 'Hello, Bob!', 'Hello, Alice!', 'Hello, Bob!'])
+
+  // The raw exchange: the input_required result reaches the client as the upstream sent it.
+  const first = await modernCall(`${base}/ask/mcp`, 'greet-me', {}, { 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } })
+  t.match(first.messages.at(-1), { id: 1, result: { resultType: 'input_required', inputRequests: { name: { method: 'elicitation/create' } } } })
+  const refused = await modernCall(`${base}/ask/mcp`, 'greet-me', {})
+  t.match(refused.messages.at(-1), { error: { code: -32021 } }, 'a client that declared no elicitation is not asked')
+
+  // A 2025-era session on the same upstream is asked with a server→client request.
+  const legacy = new LegacyClient({ name: 'legacy', version: '1.0.0' }, { capabilities: { elicitation: {} } })
+  legacy.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
+  await legacy.connect(new LegacyTransport(new URL(`${base}/ask/mcp`)))
+  t.teardown(() => legacy.close())
+  t.equal(text(await legacy.callTool({ name: 'greet-me', arguments: {} })), 'Hello, Ada!')
+})
+
+t.test('log messages reach a 2026-07-28 client only when its request names a level, and only at or above it', async t => {
+  const { base } = await gatewayFor(t, { ask: { command: process.execPath, args: [ask] }, everything: { command: process.execPath, args: [everything, 'stdio'] } })
+  const logs = (messages: Array<Record<string, any>>): string[] => messages.filter(message => message.method === 'notifications/message').map(message => message.params.level)
+
+  const silent = await modernCall(`${base}/ask/mcp`, 'chatty', {})
+  t.same(logs(silent.messages), [], 'no level, no log messages')
+  t.match(silent.messages.at(-1), { result: { content: [{ text: 'done' }] } })
+  const info = await modernCall(`${base}/ask/mcp`, 'chatty', {}, { 'io.modelcontextprotocol/logLevel': 'info' })
+  t.same(logs(info.messages), ['info', 'error'])
+
+  // A 2025-only upstream logs by its own level; the gateway applies the client's.
+  const legacySilent = await modernCall(`${base}/everything/mcp`, 'trigger-long-running-operation', { duration: 0.1, steps: 1 })
+  t.same(logs(legacySilent.messages), [])
+  t.match(legacySilent.messages.at(-1), { result: { content: [{ type: 'text' }] } })
+})
+
+t.test('a 2025-only upstream serves 2026-07-28 clients over its 2025-era connection, and says why it cannot ask them', async t => {
+  const { base } = await gatewayFor(t, { everything: { command: process.execPath, args: [everything, 'stdio'] } })
+  const client = await modernClient(t, `${base}/everything/mcp`, 'Ada')
+  t.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'hi' } })), 'Echo: hi')
+  // server-everything reports its failed question as the tool's error.
+  const asked = await client.callTool({ name: 'trigger-elicitation-request', arguments: {} })
+  t.equal(asked.isError, true)
+  t.match(text(asked), /'elicitation\/create' cannot be forwarded: the downstream client speaks MCP 2026-07-28.*does not translate/)
+})
+
+t.test('Mcp-Param-* headers that disagree with the arguments are refused with 400 and -32020', async t => {
+  const { base } = await gatewayFor(t, { ask: { command: process.execPath, args: [ask] } })
+  const url = `${base}/ask/mcp`
+  const wrong = await modernCall(url, 'in-region', { region: 'eu-west' }, {}, { 'mcp-param-region': 'us-east' })
+  t.equal(wrong.status, 400)
+  t.match(wrong.messages[0], { id: 1, error: { code: -32020, message: /Mcp-Param-Region/, data: { mismatch: { header: 'Mcp-Param-Region' } } } })
+  const missing = await modernCall(url, 'in-region', { region: 'eu-west' })
+  t.equal(missing.status, 400)
+  t.match(missing.messages[0], { error: { code: -32020, message: /absent/ } })
+  const right = await modernCall(url, 'in-region', { region: 'eu-west' }, {}, { 'mcp-param-region': 'eu-west' })
+  t.equal(right.status, 200)
+  t.match(right.messages.at(-1), { result: { content: [{ text: 'eu-west' }] } })
+  const client = await modernClient(t, url)
+  t.equal(text(await client.callTool({ name: 'in-region', arguments: { region: 'ap-south' } })), 'ap-south', 'the SDK client mirrors the header itself')
+})
+
+t.test('the 2026-07-28 connection of a stdio upstream is a second child, and neither outlives app.close()', async t => {
+  const { base, close } = await gatewayFor(t, { ask: { command: process.execPath, args: [ask] } })
+  const legacyPid = Number(text(await (await fetch(`${base}/ask/tools/pid`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()))
+  const client = await modernClient(t, `${base}/ask/mcp`)
+  const modernPid = Number(text(await client.callTool({ name: 'pid', arguments: {} })))
+  t.not(modernPid, legacyPid)
+  t.ok(alive(legacyPid) && alive(modernPid))
+  await client.close()
+  await close()
+  t.notOk(alive(legacyPid), 'the 2025-era child is gone')
+  t.notOk(alive(modernPid), 'the 2026-07-28 child is gone')
+})
+
+t.test('closing the gateway ends its sessions with an HTTP upstream (DELETE)', async t => {
+  const upstream = Fastify()
+  const deletes: string[] = []
+  upstream.addHook('onRequest', async request => { if (request.method === 'DELETE') deletes.push(request.url) })
+  await upstream.register(gateway, { servers: [{ name: 'greet', factory: createGreetServer }] })
+  await upstream.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => upstream.close())
+  const port = (upstream.server.address() as { port: number }).port
+  const { base, close } = await gatewayFor(t, { remote: { url: `http://127.0.0.1:${port}/greet/mcp` } })
+  const client = await modernClient(t, `${base}/remote/mcp`)
+  t.equal(text(await client.callTool({ name: 'echoHai', arguments: { userName: 'Ada' } })), 'Hello, Ada!')
+  await client.close()
+  await close()
+  t.same(deletes, ['/greet/mcp'], "the gateway's 2025-era session was ended; its 2026-07-28 connection has none")
+})
