@@ -1,5 +1,5 @@
 import { createInterface } from 'node:readline'
-import type { Readable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import {
   Client,
@@ -262,6 +262,7 @@ export class UpstreamConnection implements McpConnection {
     if (transport instanceof StdioClientTransport && transport.pid !== null) {
       link.pid = transport.pid
       trackChild(transport.pid)
+      coalesceWrites(transport)
     }
     return link
   }
@@ -546,6 +547,33 @@ export class UpstreamConnection implements McpConnection {
 
 async function listTools (client: Client, timeout = 60_000): Promise<Tool[]> {
   return await allPages<Tool>(async params => await client.request({ method: 'tools/list', params }, { timeout }), 'tools')
+}
+
+/**
+ * Sends the messages of one event-loop turn to a child in one write: under load, many
+ * downstream calls arrive in the same turn, and a pipe write per message was the largest
+ * single cost of a proxied call (a system call each). The stream is corked at the turn's
+ * first message and uncorked once the turn's I/O is done (`setImmediate`).
+ *
+ * The SDK's stdio transport does not expose the child's stdin, so this reaches its private
+ * `_process`; when that is not there (another SDK version), messages go out one by one.
+ */
+function coalesceWrites (transport: StdioClientTransport): void {
+  const stdin = (transport as unknown as { _process?: { stdin?: Writable | null } })._process?.stdin
+  if (stdin === undefined || stdin === null) return
+  const send = transport.send.bind(transport)
+  let corked = false
+  transport.send = async message => {
+    if (!corked) {
+      corked = true
+      stdin.cork()
+      setImmediate(() => {
+        corked = false
+        stdin.uncork()
+      })
+    }
+    await send(message)
+  }
 }
 
 /** Ends a link; an HTTP upstream is told its session is over (DELETE) first. */
