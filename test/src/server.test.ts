@@ -90,16 +90,19 @@ t.test('an invalid config file exits 2 naming the file and every bad field, and 
 
 t.test('MCP_GATEWAY_CONFIG names the config: its stdio upstream is served beside a built-in one', async t => {
   const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
-  const dir = t.testdir({ 'gateway.yaml': `mcpServers:\n  up:\n    command: ${JSON.stringify(process.execPath)}\n    args: [${JSON.stringify(fixture)}]\n  greet:\n    builtin: greet\n` })
+  const dir = t.testdir({ 'gateway.yaml': `mcpServers:\n  up:\n    command: ${JSON.stringify(process.execPath)}\n    args: [${JSON.stringify(fixture)}]\n  greet:\n    builtin: greet\n    prefix: /hello\n` })
   const child = run(['--port', '0'], { MCP_GATEWAY_CONFIG: `${dir}/gateway.yaml` })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const banner = await waitForBanner(child)
   const base = /listening on (http:\/\/\S+)/.exec(banner)?.[1] as string
   t.match(banner, new RegExp(`up\\s+${base}/up/mcp\\s+tools: add, whoami, block`))
+  t.match(banner, new RegExp(`greet\\s+${base}/hello/mcp\\s+tools: echoHai`), 'the banner shows a custom prefix')
   t.match(banner, new RegExp(`all\\s+${base}/mcp`))
   t.notMatch(banner, /math/, 'the built-in servers not in the config are not mounted')
   const res = await fetch(`${base}/up/tools/add`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":5,"b":3}' })
   t.equal(res.status, 200)
+  const hello = await fetch(`${base}/hello/tools/echoHai`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userName":"Ada"}' })
+  t.equal(hello.status, 200)
   child.kill('SIGTERM')
   t.equal(await exited(child), 0)
 })
