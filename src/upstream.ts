@@ -402,23 +402,30 @@ export class UpstreamConnection implements McpConnection {
     if (options.modern === true && modern === undefined) params = legacyParams(params)
     const key = Symbol(method)
     link.inflight.set(key, options.downstream)
-    // Timeout and progress are the gateway's own, not the SDK client's: the client drops
-    // its progress handler as soon as the answer arrives, before it runs the handlers of the
-    // notifications that came just ahead of it, so the last progress would be lost.
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? 60_000
-    const controller = new AbortController()
-    const onAbort = (): void => { controller.abort(options.signal?.reason) }
-    options.signal?.addEventListener('abort', onAbort, { once: true })
-    let timedOut = false
-    const timer = setTimeout(() => {
-      timedOut = true
-      controller.abort(new Error(`timed out after ${timeoutMs} ms`))
-    }, timeoutMs)
+    // Without progress, the SDK client's timeout and the caller's signal do (either cancels
+    // the call upstream). With progress, the timeout and the progress route are the gateway's
+    // own: the client drops its progress handler as soon as the answer arrives, before it
+    // runs the handlers of the notifications that came just ahead of it, so the last progress
+    // would be lost; and progress resets the timeout, as a long tool reports.
     const token = options.onProgress === undefined ? undefined : `${++this.#progressTokens}`
+    let signal = options.signal
+    let timer: NodeJS.Timeout | undefined
+    let timedOut = false
+    let onAbort: (() => void) | undefined
     if (token !== undefined) {
+      const controller = new AbortController()
+      signal = controller.signal
+      onAbort = () => { controller.abort(options.signal?.reason) }
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      const armed = setTimeout(() => {
+        timedOut = true
+        controller.abort(new Error(`timed out after ${timeoutMs} ms`))
+      }, timeoutMs)
+      timer = armed
       const onProgress = options.onProgress as NonNullable<RelayOptions['onProgress']>
       this.#progress.set(token, progress => {
-        timer.refresh()
+        armed.refresh()
         onProgress(progress)
       })
       params = { ...params, _meta: { ...(params?._meta as object | undefined), progressToken: token } }
@@ -426,8 +433,8 @@ export class UpstreamConnection implements McpConnection {
     try {
       if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
       const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, PASSTHROUGH, {
-        signal: controller.signal,
-        timeout: MAX_TIMER_MS,
+        ...(signal !== undefined && { signal }),
+        timeout: token === undefined ? timeoutMs : MAX_TIMER_MS,
         ...(modern !== undefined && { allowInputRequired: true }),
         ...(modern !== undefined && method === 'tools/call' && { headers: this.#mirroredHeaders(params) })
       }) as Record<string, unknown>
@@ -440,7 +447,8 @@ export class UpstreamConnection implements McpConnection {
       }
       return result
     } catch (err) {
-      const error = timedOut ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : toCallError(err)
+      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : toCallError(err)
+      const error = timedOut || failed.code === 'REQUEST_TIMEOUT' ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : failed
       // Over HTTP nothing announces a remote going away: a request that cannot reach it
       // (refused, reset, its session gone) takes the server down and starts the reconnects.
       if (error.code === 'CONNECTION_CLOSED' && this.#options.transport.kind !== 'stdio') {
@@ -453,9 +461,11 @@ export class UpstreamConnection implements McpConnection {
       }
       throw error
     } finally {
-      clearTimeout(timer)
-      options.signal?.removeEventListener('abort', onAbort)
-      if (token !== undefined) this.#progress.delete(token)
+      if (token !== undefined) {
+        clearTimeout(timer)
+        options.signal?.removeEventListener('abort', onAbort as () => void)
+        this.#progress.delete(token)
+      }
       link.inflight.delete(key)
     }
   }

@@ -43,7 +43,12 @@ async function gatewayWith (t: Test, upstreams: Record<string, Omit<UpstreamOpti
   for (const [name, options] of Object.entries(upstreams)) {
     connections[name] = new UpstreamConnection(name, { ...options, log: app.log.child({ mcpServer: name }) })
   }
-  await app.register(gateway, { servers: [...Object.entries(connections).map(([name, connection]) => ({ name, connection })), ...extra] })
+  // An upstream's timeoutMs applies to its mount too, as a config entry's does.
+  const entries = Object.entries(connections).map(([name, connection]) => {
+    const timeoutMs = upstreams[name]?.timeoutMs
+    return { name, connection, ...(timeoutMs !== undefined && { timeoutMs }) }
+  })
+  await app.register(gateway, { servers: [...entries, ...extra] })
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address() as { port: number }
@@ -226,6 +231,17 @@ t.test('a cancelled MCP call cancels the upstream call', async t => {
   await t.rejects(call)
   await logged(entry => entry.stderr === 'block cancelled cancel-me')
   t.pass('the upstream tool saw the cancellation')
+})
+
+t.test('a call the upstream does not answer in timeoutMs is a 504, and is cancelled upstream', async t => {
+  const { base, logged } = await gatewayWith(t, { fixture: { transport: stdio(fixture), timeoutMs: 300 } })
+  const res = await fetch(`${base}/fixture/tools/block`, { method: 'POST', headers: json, body: JSON.stringify({ label: 'too-slow' }) })
+  t.equal(res.status, 504)
+  t.match(await res.json(), { code: 'GW_ERR_TOOL_TIMEOUT', message: /300 ms/ })
+  await logged(entry => entry.stderr === 'block cancelled too-slow')
+  t.pass('the upstream tool saw the cancellation')
+  const after = await fetch(`${base}/fixture/tools/add`, { method: 'POST', headers: json, body: JSON.stringify({ a: 1, b: 1 }) })
+  t.equal(after.status, 200, 'the upstream is still up')
 })
 
 t.test('no child process outlives app.close(), shared or per session', async t => {
