@@ -94,7 +94,13 @@ async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ fac
     }
     case 'module': {
       const specifier = isAbsolute(server.module) ? pathToFileURL(server.module).href : server.module
-      const exported = (await import(specifier) as Record<string, unknown>)[server.export]
+      let loaded: Record<string, unknown>
+      try {
+        loaded = await import(specifier) as Record<string, unknown>
+      } catch (err) {
+        throw new InvalidOptionsError(`mcpServers.${server.name}.module: cannot load '${server.module}': ${(err as Error).message}`)
+      }
+      const exported = loaded[server.export]
       if (typeof exported !== 'function') throw new InvalidOptionsError(`mcpServers.${server.name}: '${server.module}' has no function export '${server.export}'`)
       return { factory: exported as ServerFactory }
     }

@@ -88,13 +88,20 @@ const app = Fastify({
   return503OnClosing: true
 })
 
-await app.register(gateway, {
-  ...(config !== undefined && { config }),
-  defaults: {
-    ...(allowedHosts !== undefined && { allowedHosts }),
-    ...(allowedOrigins !== undefined && { allowedOrigins })
-  }
-})
+try {
+  await app.register(gateway, {
+    ...(config !== undefined && { config }),
+    defaults: {
+      ...(allowedHosts !== undefined && { allowedHosts }),
+      ...(allowedOrigins !== undefined && { allowedOrigins })
+    }
+  })
+} catch (err) {
+  // A config entry the gateway could not act on (a module that does not load): as for an invalid config.
+  if ((err as { code?: string }).code === 'GW_ERR_INVALID_OPTIONS') fail((err as Error).message)
+  throw err
+}
+
 
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'shutting down after an error')

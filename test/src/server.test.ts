@@ -106,3 +106,34 @@ t.test('MCP_GATEWAY_CONFIG names the config: its stdio upstream is served beside
   child.kill('SIGTERM')
   t.equal(await exited(child), 0)
 })
+
+t.test('a module entry runs its factory in process; one that does not load exits 2 naming the entry', async t => {
+  const dir = t.testdir({
+    'my-server.mjs': [
+      "import { McpServer } from '@modelcontextprotocol/server'",
+      "import * as z from 'zod'",
+      'export function createServer () {',
+      "  const server = new McpServer({ name: 'mine', version: '1.0.0' })",
+      "  server.registerTool('shout', { inputSchema: z.object({ text: z.string() }) }, async ({ text }) => ({ content: [{ type: 'text', text: text.toUpperCase() }] }))",
+      '  return server',
+      '}'
+    ].join('\n'),
+    'gateway.json': JSON.stringify({ mcpServers: { mine: { module: './my-server.mjs', export: 'createServer' } } }),
+    'broken.json': JSON.stringify({ mcpServers: { gone: { module: './no-such-file.mjs' } } })
+  })
+  const child = run(['--config', `${dir}/gateway.json`, '--port', '0'])
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const banner = await waitForBanner(child)
+  const base = /listening on (http:\/\/\S+)/.exec(banner)?.[1] as string
+  t.match(banner, new RegExp(`mine\\s+${base}/mine/mcp\\s+tools: shout`))
+  const res = await fetch(`${base}/mine/tools/shout`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"text":"hi"}' })
+  t.equal(res.status, 200)
+  t.match(await res.json(), { content: [{ text: 'HI' }] })
+  child.kill('SIGTERM')
+  t.equal(await exited(child), 0)
+
+  const broken = run(['--config', `${dir}/broken.json`, '--port', '0'])
+  t.equal(await exited(broken), 2)
+  t.match(broken.output(), /mcpServers\.gone\.module: cannot load '.*no-such-file\.mjs'/)
+  t.notMatch(broken.output(), /listening/)
+})
