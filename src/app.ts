@@ -113,6 +113,7 @@ async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ fac
           ...(server.isolation !== undefined && { isolation: server.isolation }),
           ...(server.tools !== undefined && { tools: server.tools }),
           ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
+          ...(server.connectTimeoutMs !== undefined && { connectTimeoutMs: server.connectTimeoutMs }),
           log: app.log.child({ mcpServer: server.name })
         })
       }

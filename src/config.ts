@@ -21,6 +21,8 @@ interface CommonServerConfig {
   tools?: { allow?: string[], deny?: string[] }
   /** One upstream for all clients, or one per session: stdio, http and sse servers only. */
   isolation?: Isolation
+  /** Longest wait for an upstream to start and answer `initialize`: stdio, http and sse servers only. */
+  connectTimeoutMs?: number
 }
 export interface StdioServerConfig extends CommonServerConfig { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
 export interface RemoteServerConfig extends CommonServerConfig { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
@@ -58,7 +60,7 @@ const RESERVED = ['/docs', '/redoc', '/health', '/ready', '/mcp', '/tools']
 const TRANSPORTS = new Map<unknown, 'stdio' | 'http' | 'sse'>([
   ['stdio', 'stdio'], ['http', 'http'], ['streamable-http', 'http'], ['streamable_http', 'http'], ['streamableHttp', 'http'], ['sse', 'sse']
 ])
-const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'timeoutMs', 'disabled', 'tools', 'isolation']
+const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'timeoutMs', 'connectTimeoutMs', 'disabled', 'tools', 'isolation']
 const KIND_FIELDS: Record<Kind, string[]> = {
   stdio: ['command', 'args', 'env', 'cwd'], http: ['url', 'headers'], sse: ['url', 'headers'], builtin: ['builtin'], module: ['module', 'export']
 }
@@ -144,17 +146,22 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
   }
 
   const at = (field: string): string => `${path}.${field}`
-  const { prefix, timeoutMs, isolation } = entry
+  const { prefix, timeoutMs, connectTimeoutMs, isolation } = entry
   if (typeof prefix === 'string' && !PREFIX.test(prefix)) {
     report(ctx, at('prefix'), `must start with '/', not end with '/' and have no spaces (got ${show(prefix)})`)
   }
-  if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && (timeoutMs as number) >= 1)) {
-    report(ctx, at('timeoutMs'), `must be a whole number of milliseconds, at least 1 (got ${show(timeoutMs)})`)
+  for (const [field, value] of [['timeoutMs', timeoutMs], ['connectTimeoutMs', connectTimeoutMs]] as const) {
+    if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 1)) {
+      report(ctx, at(field), `must be a whole number of milliseconds, at least 1 (got ${show(value)})`)
+    }
   }
   // In-process servers have no upstream to share or to start per session, and their own
   // endpoint serves every tool they define, so a filter there could not be kept.
   if (entry.tools !== undefined && (kind === 'builtin' || kind === 'module')) {
     report(ctx, at('tools'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
+  }
+  if (connectTimeoutMs !== undefined && (kind === 'builtin' || kind === 'module')) {
+    report(ctx, at('connectTimeoutMs'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
   }
   if (isolation !== undefined && (kind === 'builtin' || kind === 'module')) {
     report(ctx, at('isolation'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
@@ -165,6 +172,7 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
     prefix: string(prefix, at('prefix'), ctx),
     stateless: boolean(entry.stateless, at('stateless'), ctx),
     timeoutMs: timeoutMs as number | undefined,
+    connectTimeoutMs: connectTimeoutMs as number | undefined,
     disabled: boolean(entry.disabled, at('disabled'), ctx),
     tools: parseTools(entry.tools, at('tools'), ctx),
     isolation: isolation as Isolation | undefined

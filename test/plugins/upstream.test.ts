@@ -13,8 +13,10 @@ import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.j
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import gateway, { type ServerEntry } from '../../src/app.js'
+import { parseConfig } from '../../src/config.js'
 import { UpstreamConnection, type UpstreamOptions } from '../../src/upstream.js'
 import { createGreetServer } from '../../servers/greet/index.js'
+import { listen } from '../helper.js'
 
 // Upstream servers nobody here wrote (server-everything, server-filesystem) and a small stdio
 // fixture, reached through the gateway over real child processes and real HTTP.
@@ -265,6 +267,16 @@ t.test('an upstream that cannot start leaves the gateway serving, and /ready say
   const broken = await fetch(`${base}/broken/tools/anything`, { method: 'POST', headers: json, body: '{}' })
   t.equal(broken.status, 503)
   t.ok(broken.headers.get('retry-after'))
+})
+
+t.test("an upstream silent past the config's connectTimeoutMs is down, and /ready says so", async t => {
+  const config = parseConfig(JSON.stringify({
+    mcpServers: { mute: { command: process.execPath, args: ['-e', 'setInterval(() => {}, 1000)'], connectTimeoutMs: 200 } }
+  }), 'gateway.json')
+  const { base } = await listen(t, { config })
+  const ready = await fetch(`${base}/ready`)
+  t.equal(ready.status, 503)
+  t.match(await ready.json(), { servers: [{ name: 'mute', state: 'down', error: /no answer to initialize within 200 ms/ }] })
 })
 
 t.test('a remote Streamable HTTP upstream: REST and MCP through the gateway, 502 and 503 when it goes away', async t => {
