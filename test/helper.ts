@@ -21,3 +21,13 @@ export async function listen (t: Test, options: GatewayOptions = {}): Promise<{ 
 }
 
 export const json = { 'content-type': 'application/json' }
+
+/** Whether a process is still running (signal 0 checks without sending anything). */
+export function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}

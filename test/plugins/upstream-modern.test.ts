@@ -9,7 +9,7 @@ import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import gateway from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { createGreetServer } from '../../servers/greet/index.js'
-import { listen } from '../helper.js'
+import { alive, listen } from '../helper.js'
 
 // 2026-07-28 clients behind the gateway: an upstream that speaks that revision asks its
 // clients for input with `input_required` results, which the gateway passes to the client
@@ -58,15 +58,6 @@ async function modernCall (url: string, name: string, args: Record<string, unkno
     ? body.split('\n').filter(line => line.startsWith('data: ')).map(line => JSON.parse(line.slice(6)))
     : [JSON.parse(body)]
   return { status: res.status, messages }
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 t.test('a 2026-07-28 upstream asks each 2026-07-28 client for its own input, over one shared connection', async t => {

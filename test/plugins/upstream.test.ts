@@ -16,7 +16,7 @@ import gateway, { type ServerEntry } from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { UpstreamConnection, type UpstreamOptions } from '../../src/upstream.js'
 import { createGreetServer } from '../../servers/greet/index.js'
-import { listen } from '../helper.js'
+import { alive, listen } from '../helper.js'
 
 // Upstream servers nobody here wrote (server-everything, server-filesystem) and a small stdio
 // fixture, reached through the gateway over real child processes and real HTTP.
@@ -87,15 +87,6 @@ async function mcpClient (t: Test, url: string, name = 'test', handlers: { elici
 
 function text (result: unknown): string {
   return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 t.test('a stdio upstream has the face of a built-in server: REST tools, prompts, resources, OpenAPI, /ready', async t => {
