@@ -1,5 +1,9 @@
 import {
   LATEST_PROTOCOL_VERSION,
+  ProtocolError,
+  ProtocolErrorCode,
+  SdkError,
+  SdkErrorCode,
   type CallToolResult,
   type InitializeResult,
   type JSONRPCMessage,
@@ -102,7 +106,8 @@ export interface McpConnection extends RelayTarget {
  * connection's client: it initializes it, lists tools and calls them. Nothing is built per
  * call, and no SDK `Client` sits on the REST hot path: its result parsing and output
  * validation would repeat work the server has just done (the server validates
- * `structuredContent` against the `outputSchema` before answering).
+ * `structuredContent` against the `outputSchema` before answering). A server's question
+ * during a call (sampling, elicitation) goes to the client that made it (`/mcp`).
  * Downstream MCP sessions get their own instance from the same factory (`createServer`).
  */
 export class InProcessConnection implements McpConnection {
@@ -151,7 +156,9 @@ export class InProcessConnection implements McpConnection {
       this.#handle = serveStdio(factory, { transport: mux })
       this.#initialized = await this.#request('initialize', {
         protocolVersion: LATEST_PROTOCOL_VERSION,
-        capabilities: {},
+        // What the gateway can pass on to the client of a call (`askDownstream`), as it
+        // declares to upstreams: a call over REST, which has no client, is refused.
+        capabilities: { sampling: {}, elicitation: { form: {}, url: {} } },
         clientInfo: { name: 'fastify-mcp-gateway', version: '1.0.0' }
       }) as InitializeResult
       mux.notify({ jsonrpc: '2.0', method: 'notifications/initialized' })
@@ -223,6 +230,7 @@ export class InProcessConnection implements McpConnection {
         return true
       }
       const id = mux.request({ jsonrpc: '2.0', id: 0, method, params }, {
+        ask: async question => await askDownstream(downstream, { method: question.method, ...(question.params !== undefined && { params: question.params }) }),
         notify (message: JSONRPCMessage) {
           if (!('method' in message)) return
           if (message.method === 'notifications/progress') {
@@ -313,4 +321,24 @@ export function legacyParams (params: Record<string, unknown> | undefined): Reco
   const { inputResponses: _responses, requestState: _state, _meta, ...rest } = params
   const meta = Object.entries((_meta ?? {}) as Record<string, unknown>).filter(([key]) => !key.startsWith('io.modelcontextprotocol/'))
   return meta.length === 0 ? rest : { ...rest, _meta: Object.fromEntries(meta) }
+}
+
+/**
+ * A server's question (sampling, elicitation, roots) put to the downstream client whose call
+ * it belongs to, with the reason in the server's terms when it cannot be: the call came over
+ * REST (no client), or the client speaks 2026-07-28 (no server→client requests there).
+ */
+export async function askDownstream (caller: Downstream | undefined, request: McpMessage): Promise<Record<string, unknown>> {
+  if (caller === undefined) {
+    throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be answered: the call came over the gateway's REST API, which has no client to ask`)
+  }
+  try {
+    return await caller.send(request)
+  } catch (err) {
+    if (err instanceof ProtocolError) throw err
+    if (err instanceof SdkError && err.code === SdkErrorCode.MethodNotSupportedByProtocolVersion) {
+      throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be forwarded: the downstream client speaks MCP 2026-07-28, which has no server-to-client requests, and the gateway does not translate them`)
+    }
+    throw new ProtocolError(ProtocolErrorCode.InternalError, `The downstream client did not answer '${request.method}': ${err instanceof Error ? err.message : String(err)}`)
+  }
 }

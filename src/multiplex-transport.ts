@@ -13,6 +13,11 @@ export interface Exchange {
   respond (message: JSONRPCMessage): void
   /** Receives notifications the server relates to this request (progress, log messages). */
   notify (message: JSONRPCMessage): void
+  /**
+   * Answers a server→client request the server relates to this request (sampling,
+   * elicitation), when the exchange has a client to ask; without it, such a request is refused.
+   */
+  ask?: (request: JSONRPCRequest) => Promise<Record<string, unknown>>
 }
 
 interface Pending extends Exchange {
@@ -28,8 +33,10 @@ interface Pending extends Exchange {
  * session transport serves one client. Each request gets a connection-unique id on the way
  * in, so two clients that both send `"id": 1` never collide, and its own id back on the way
  * out. Notifications the server relates to a request go to that request's exchange; the
- * rest (list changes) go to `onUnrelated`, or are dropped. A server→client request (sampling, elicitation) cannot be answered without a
- * session, so it is refused at once rather than left to time out.
+ * rest (list changes) go to `onUnrelated`, or are dropped. A server→client request (sampling,
+ * elicitation) goes to the exchange it belongs to when that exchange can ask its client (see
+ * `send`); otherwise (stateless serving has no way back to the client) it is refused at once
+ * rather than left to time out.
  */
 export class MultiplexTransport implements Transport {
   onclose?: () => void
@@ -85,12 +92,30 @@ export class MultiplexTransport implements Transport {
       pending.respond({ ...message, id: pending.clientId })
       return
     }
+    const related = options?.relatedRequestId
     if ('id' in message && 'method' in message) {
-      const refusal = { jsonrpc: '2.0' as const, id: message.id, error: { code: -32601, message: `'${message.method}' needs a session: stateless serving has no way back to the client` } }
-      queueMicrotask(() => this.onmessage?.(refusal))
+      // The SDK relates a question to its request when the handler asks through
+      // `ctx.mcpReq.send` or returns `inputRequired()`, not through `elicitInput` or
+      // `requestSampling`: those go to the one request in flight, and are refused when there
+      // are several rather than put to a client they may not belong to.
+      const exchange = related !== undefined ? this.#pending.get(related as number) : this.#pending.size === 1 ? this.#pending.values().next().value : undefined
+      const ask = exchange?.ask
+      if (ask === undefined) {
+        const reason = related === undefined && this.#pending.size > 1
+          ? `'${message.method}' is related to no request and ${this.#pending.size} are in flight, so there is no telling whose client to ask (ask through ctx.mcpReq.send or inputRequired(), which relate it)`
+          : `'${message.method}' needs a session: stateless serving has no way back to the client`
+        const refusal = { jsonrpc: '2.0' as const, id: message.id, error: { code: -32601, message: reason } }
+        queueMicrotask(() => this.onmessage?.(refusal))
+        return
+      }
+      ask(message).then(result => {
+        this.onmessage?.({ jsonrpc: '2.0', id: message.id, result })
+      }, (err: { code?: unknown, message?: string, data?: unknown }) => {
+        const code = typeof err.code === 'number' ? err.code : -32603
+        this.onmessage?.({ jsonrpc: '2.0', id: message.id, error: { code, message: err.message ?? 'The client did not answer', ...(err.data !== undefined && { data: err.data }) } })
+      })
       return
     }
-    const related = options?.relatedRequestId
     if (related !== undefined) this.#pending.get(related as number)?.notify(message)
     else this.#onUnrelated?.(message as JSONRPCNotification)
   }

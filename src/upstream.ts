@@ -21,6 +21,7 @@ import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotoc
 import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
 import {
   allPages,
+  askDownstream,
   CallError,
   legacyParams,
   LIST_CHANGED,
@@ -304,19 +305,7 @@ export class UpstreamConnection implements McpConnection {
         ? `The gateway has no client to forward '${request.method}' to: no request is in flight`
         : `The gateway cannot tell which of ${callers.length} clients '${request.method}' is for on a shared connection; configure the server with isolation "session"`)
     }
-    const caller = callers[0]
-    if (caller === undefined) {
-      throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be answered: the call came over the gateway's REST API, which has no client to ask`)
-    }
-    try {
-      return await caller.send(request)
-    } catch (err) {
-      if (err instanceof ProtocolError) throw err
-      if (err instanceof SdkError && err.code === SdkErrorCode.MethodNotSupportedByProtocolVersion) {
-        throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be forwarded: the downstream client speaks MCP 2026-07-28, which has no server-to-client requests, and the gateway does not translate them`)
-      }
-      throw new ProtocolError(ProtocolErrorCode.InternalError, `The downstream client did not answer '${request.method}': ${err instanceof Error ? err.message : String(err)}`)
-    }
+    return await askDownstream(callers[0], request)
   }
 
   /** A notification from the upstream that the SDK did not tie to a request itself. */

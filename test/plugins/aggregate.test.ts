@@ -1,11 +1,13 @@
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
-import { McpServer } from '@modelcontextprotocol/server'
+import { acceptedContent, inputRequired, McpServer } from '@modelcontextprotocol/server'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import { build, listen } from '../helper.js'
 import { namespacedName } from '../../src/aggregate.js'
 import { parseConfig } from '../../src/config.js'
+import { createAskingServer } from '../fixtures/servers.js'
 
 // The aggregated endpoint `/mcp`: every server's tools and prompts under one MCP endpoint.
 
@@ -93,4 +95,40 @@ t.test('aggregate: false, or gateway.aggregate false in the config, leaves /mcp 
   t.equal(response.statusCode, 404)
   const configured = await build(t, { config: parseConfig(JSON.stringify({ mcpServers: { greet: { builtin: 'greet' } }, gateway: { aggregate: false } }), 'g.json') })
   t.equal((await configured.inject({ method: 'POST', url: '/mcp', payload: {} })).statusCode, 404)
+})
+
+t.test('an in-process server reached through /mcp asks the client that made the call, never another', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'asker', factory: createAskingServer }] })
+  const client = new LegacyClient({ name: 'aggregate-test', version: '1.0.0' }, { capabilities: { elicitation: {} } })
+  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
+  await client.connect(new LegacyTransport(new URL(`${base}/mcp`)))
+  t.teardown(() => client.close())
+  t.equal(text(await client.callTool({ name: 'asker_askName', arguments: {} })), 'Hello, Ada!')
+
+  // Asked the 2026-07-28 way (inputRequired), the question names its call: concurrent
+  // clients each answer their own.
+  const polite = (): McpServer => {
+    const server = new McpServer({ name: 'polite', version: '1.0.0' })
+    server.registerTool('greetMe', { description: 'Asks for a name' }, async ctx => {
+      const answer = acceptedContent(ctx.mcpReq.inputResponses, 'name')
+      if (answer !== undefined) return { content: [{ type: 'text', text: `Hello, ${String(answer.name)}!` }] }
+      return inputRequired({ inputRequests: { name: inputRequired.elicit({ message: 'Name?', requestedSchema: { type: 'object', properties: { name: { type: 'string' } } } }) } })
+    })
+    return server
+  }
+  const { base: politeBase } = await listen(t, { servers: [{ name: 'polite', factory: polite }] })
+  const clients = await Promise.all(['Alice', 'Bob', 'Carol'].map(async name => {
+    const named = new LegacyClient({ name, version: '1.0.0' }, { capabilities: { elicitation: {} } })
+    named.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name } }))
+    await named.connect(new LegacyTransport(new URL(`${politeBase}/mcp`)))
+    t.teardown(() => named.close())
+    return named
+  }))
+  const greetings = await Promise.all(clients.map(async named => text(await named.callTool({ name: 'polite_greetMe', arguments: {} }))))
+  t.same(greetings, ['Hello, Alice!', 'Hello, Bob!', 'Hello, Carol!'])
+
+  // Over REST there is no client to ask: the server is told so, and its tool fails.
+  const rest = await fetch(`${base}/asker/tools/askName`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+  t.equal(rest.status, 422)
+  t.match(await rest.json(), { code: 'GW_ERR_TOOL_ERROR', content: [{ text: /came over the gateway's REST API, which has no client to ask/ }] })
 })
