@@ -114,6 +114,7 @@ async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ fac
           ...(server.tools !== undefined && { tools: server.tools }),
           ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
           ...(server.connectTimeoutMs !== undefined && { connectTimeoutMs: server.connectTimeoutMs }),
+          ...(server.retry !== undefined && { retry: server.retry }),
           log: app.log.child({ mcpServer: server.name })
         })
       }

@@ -23,6 +23,8 @@ interface CommonServerConfig {
   isolation?: Isolation
   /** Longest wait for an upstream to start and answer `initialize`: stdio, http and sse servers only. */
   connectTimeoutMs?: number
+  /** Reconnect backoff of an upstream: the first delay, doubled per failure up to `maxMs`. */
+  retry?: { initialMs?: number, maxMs?: number }
 }
 export interface StdioServerConfig extends CommonServerConfig { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
 export interface RemoteServerConfig extends CommonServerConfig { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
@@ -60,7 +62,9 @@ const RESERVED = ['/docs', '/redoc', '/health', '/ready', '/mcp', '/tools']
 const TRANSPORTS = new Map<unknown, 'stdio' | 'http' | 'sse'>([
   ['stdio', 'stdio'], ['http', 'http'], ['streamable-http', 'http'], ['streamable_http', 'http'], ['streamableHttp', 'http'], ['sse', 'sse']
 ])
-const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'timeoutMs', 'connectTimeoutMs', 'disabled', 'tools', 'isolation']
+const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation']
+/** Fields about an upstream's connection, which in-process servers do not have. */
+const UPSTREAM_FIELDS = ['tools', 'isolation', 'connectTimeoutMs', 'retry']
 const KIND_FIELDS: Record<Kind, string[]> = {
   stdio: ['command', 'args', 'env', 'cwd'], http: ['url', 'headers'], sse: ['url', 'headers'], builtin: ['builtin'], module: ['module', 'export']
 }
@@ -155,17 +159,13 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
       report(ctx, at(field), `must be a whole number of milliseconds, at least 1 (got ${show(value)})`)
     }
   }
-  // In-process servers have no upstream to share or to start per session, and their own
-  // endpoint serves every tool they define, so a filter there could not be kept.
-  if (entry.tools !== undefined && (kind === 'builtin' || kind === 'module')) {
-    report(ctx, at('tools'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
+  // In-process servers have no upstream to connect, share or start per session, and their
+  // own endpoint serves every tool they define, so a filter there could not be kept.
+  const inProcess = kind === 'builtin' || kind === 'module'
+  for (const field of UPSTREAM_FIELDS) {
+    if (inProcess && entry[field] !== undefined) report(ctx, at(field), `applies only to stdio, http and sse servers, not to ${kind} ones`)
   }
-  if (connectTimeoutMs !== undefined && (kind === 'builtin' || kind === 'module')) {
-    report(ctx, at('connectTimeoutMs'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
-  }
-  if (isolation !== undefined && (kind === 'builtin' || kind === 'module')) {
-    report(ctx, at('isolation'), `applies only to stdio, http and sse servers, not to ${kind} ones`)
-  } else if (isolation !== undefined && isolation !== 'shared' && isolation !== 'session') {
+  if (!inProcess && isolation !== undefined && isolation !== 'shared' && isolation !== 'session') {
     report(ctx, at('isolation'), `must be "shared" or "session" (got ${show(isolation)})`)
   }
   const common = defined({
@@ -175,6 +175,7 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
     connectTimeoutMs: connectTimeoutMs as number | undefined,
     disabled: boolean(entry.disabled, at('disabled'), ctx),
     tools: parseTools(entry.tools, at('tools'), ctx),
+    retry: inProcess ? undefined : parseRetry(entry.retry, at('retry'), ctx),
     isolation: isolation as Isolation | undefined
   })
 
@@ -291,6 +292,21 @@ function parseTools (value: unknown, path: string, ctx: Context): CommonServerCo
     if (field !== 'allow' && field !== 'deny') report(ctx, `${path}.${field}`, 'is not a known field (expected allow or deny)')
   }
   return defined({ allow: strings(value.allow, `${path}.allow`, ctx, false), deny: strings(value.deny, `${path}.deny`, ctx, false) })
+}
+
+function parseRetry (value: unknown, path: string, ctx: Context): CommonServerConfig['retry'] {
+  if (value === undefined) return undefined
+  if (!isObject(value)) return report(ctx, path, `must be an object with initialMs and/or maxMs (got ${typeOf(value)})`)
+  const retry: { initialMs?: number, maxMs?: number } = {}
+  for (const [field, given] of Object.entries(value)) {
+    if (field !== 'initialMs' && field !== 'maxMs') report(ctx, `${path}.${field}`, 'is not a known field (expected initialMs or maxMs)')
+    else if (!(Number.isInteger(given) && (given as number) >= 1)) report(ctx, `${path}.${field}`, `must be a whole number of milliseconds, at least 1 (got ${show(given)})`)
+    else retry[field] = given as number
+  }
+  if (retry.initialMs !== undefined && retry.maxMs !== undefined && retry.maxMs < retry.initialMs) {
+    report(ctx, `${path}.maxMs`, `must be at least initialMs (${retry.initialMs}) (got ${retry.maxMs})`)
+  }
+  return retry
 }
 
 function parseGateway (value: unknown, ctx: Context): GatewayConfig['aggregate'] {

@@ -20,7 +20,8 @@ Options:
                    { "type": "sse", "url": "http://.../sse" }        legacy HTTP+SSE
                    { "builtin": "greet" }                            built-in server
                    { "module": "./server.js", "export": "default" }  in-process factory
-                 and may set prefix, stateless, timeoutMs, connectTimeoutMs, disabled, isolation
+                 and may set prefix, stateless, timeoutMs, connectTimeoutMs, retry
+                 ({ initialMs, maxMs }), disabled, isolation
                  ("shared" or "session") and tools: { allow: [...], deny: [...] }.
                  \${VAR} and \${VAR:-default} are read from the environment.
                  Top level "gateway": { "aggregate": true, "separator": "_" }.

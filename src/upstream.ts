@@ -56,7 +56,7 @@ export interface UpstreamOptions {
   connectTimeoutMs?: number
   /** Per-request timeout of relayed MCP requests (progress resets it). Default 60000 ms. */
   timeoutMs?: number
-  /** Reconnect backoff: the first delay, doubled per failure up to the last. Default 1000 to 30000 ms. */
+  /** Reconnect backoff: the first delay, doubled per failure up to the last. Default 1000 to 30000 ms (or to the first, if that is longer). */
   retry?: { initialMs?: number, maxMs?: number }
   log?: FastifyBaseLogger
 }
@@ -208,7 +208,9 @@ export class UpstreamConnection implements McpConnection {
     this.#failure = reason
     if (this.#retryTimer !== undefined) return
     const retry = this.#options.retry ?? {}
-    const delay = Math.min((retry.initialMs ?? 1000) * 2 ** this.#attempt, retry.maxMs ?? 30_000)
+    const initialMs = retry.initialMs ?? 1000
+    // A first delay above the default ceiling raises the ceiling to it.
+    const delay = Math.min(initialMs * 2 ** this.#attempt, retry.maxMs ?? Math.max(30_000, initialMs))
     this.#attempt++
     this.#retryAt = Date.now() + delay
     this.#log?.warn({ reason, retryInMs: delay }, 'upstream mcp server is down')

@@ -260,14 +260,16 @@ t.test('an upstream that cannot start leaves the gateway serving, and /ready say
   t.ok(broken.headers.get('retry-after'))
 })
 
-t.test("an upstream silent past the config's connectTimeoutMs is down, and /ready says so", async t => {
+t.test("an upstream silent past the config's connectTimeoutMs is down, retried after its retry.initialMs", async t => {
   const config = parseConfig(JSON.stringify({
-    mcpServers: { mute: { command: process.execPath, args: ['-e', 'setInterval(() => {}, 1000)'], connectTimeoutMs: 200 } }
+    mcpServers: { mute: { command: process.execPath, args: ['-e', 'setInterval(() => {}, 1000)'], connectTimeoutMs: 200, retry: { initialMs: 45000 } } }
   }), 'gateway.json')
   const { base } = await listen(t, { config })
   const ready = await fetch(`${base}/ready`)
   t.equal(ready.status, 503)
-  t.match(await ready.json(), { servers: [{ name: 'mute', state: 'down', error: /no answer to initialize within 200 ms/ }] })
+  const body = await ready.json() as { servers: Array<{ retryAfter: number }> }
+  t.match(body, { servers: [{ name: 'mute', state: 'down', error: /no answer to initialize within 200 ms/ }] })
+  t.ok((body.servers[0]?.retryAfter ?? 0) > 30, `the next attempt is about 45 s away (retryAfter ${body.servers[0]?.retryAfter})`)
 })
 
 t.test('a remote Streamable HTTP upstream: REST and MCP through the gateway, 502 and 503 when it goes away', async t => {

@@ -60,12 +60,12 @@ t.test('each kind of entry, with every spelling of type', async t => {
 t.test('the gateway fields of an entry', async t => {
   const { servers: [server] } = parse({
     mcpServers: {
-      files: { command: 'npx', prefix: '/fs', stateless: true, timeoutMs: 5000, connectTimeoutMs: 30000, disabled: false, isolation: 'session', tools: { allow: ['read_file'], deny: ['write_file'] } }
+      files: { command: 'npx', prefix: '/fs', stateless: true, timeoutMs: 5000, connectTimeoutMs: 30000, retry: { initialMs: 500, maxMs: 5000 }, disabled: false, isolation: 'session', tools: { allow: ['read_file'], deny: ['write_file'] } }
     },
     gateway: { aggregate: false, separator: '.' }
   })
   t.same(server, {
-    name: 'files', kind: 'stdio', command: 'npx', args: [], env: {}, prefix: '/fs', stateless: true, timeoutMs: 5000, connectTimeoutMs: 30000, disabled: false, isolation: 'session', tools: { allow: ['read_file'], deny: ['write_file'] }
+    name: 'files', kind: 'stdio', command: 'npx', args: [], env: {}, prefix: '/fs', stateless: true, timeoutMs: 5000, connectTimeoutMs: 30000, retry: { initialMs: 500, maxMs: 5000 }, disabled: false, isolation: 'session', tools: { allow: ['read_file'], deny: ['write_file'] }
   })
 })
 
@@ -174,8 +174,8 @@ t.test('every problem in the file is reported together, one per line, each namin
       files: { command: 'npx', args: 5, env: { PORT: 3000 } },
       remote: { type: 'sse', command: 'node' },
       bad: { description: 'nothing to start' },
-      'my server': { command: 'node', stateless: 'yes', timeoutMs: 0, connectTimeoutMs: 1.5, prefix: 'greet/', tools: { allow: 'add' } },
-      hello: { builtin: 'greet', connectTimeoutMs: 1000 }
+      'my server': { command: 'node', stateless: 'yes', timeoutMs: 0, connectTimeoutMs: 1.5, prefix: 'greet/', tools: { allow: 'add' }, retry: { initialMs: 5000, maxMs: 1000, jitter: true } },
+      hello: { builtin: 'greet', connectTimeoutMs: 1000, retry: { maxMs: 1000 } }
     },
     gateway: { aggregate: 'yes', separator: '::::', seperator: '_' }
   }), [
@@ -189,7 +189,10 @@ t.test('every problem in the file is reported together, one per line, each namin
     'gateway.json: mcpServers.my server.connectTimeoutMs must be a whole number of milliseconds, at least 1 (got 1.5)',
     'gateway.json: mcpServers.my server.stateless must be true or false (got string)',
     'gateway.json: mcpServers.my server.tools.allow must be an array of strings (got string)',
+    'gateway.json: mcpServers.my server.retry.jitter is not a known field (expected initialMs or maxMs)',
+    'gateway.json: mcpServers.my server.retry.maxMs must be at least initialMs (5000) (got 1000)',
     'gateway.json: mcpServers.hello.connectTimeoutMs applies only to stdio, http and sse servers, not to builtin ones',
+    'gateway.json: mcpServers.hello.retry applies only to stdio, http and sse servers, not to builtin ones',
     'gateway.json: gateway.seperator is not a known setting (expected aggregate or separator)',
     'gateway.json: gateway.separator must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got "::::")',
     'gateway.json: gateway.aggregate must be true or false (got string)'
