@@ -337,7 +337,7 @@ export async function askDownstream (caller: Downstream | undefined, request: Mc
   } catch (err) {
     if (err instanceof ProtocolError) throw err
     if (err instanceof SdkError && err.code === SdkErrorCode.MethodNotSupportedByProtocolVersion) {
-      throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be forwarded: the downstream client speaks MCP 2026-07-28, which has no server-to-client requests, and the gateway does not translate them`)
+      throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be forwarded: the downstream client speaks MCP 2026-07-28, which has no server-to-client requests; the gateway turns them into input_required rounds only during tools/call, prompts/get and resources/read`)
     }
     throw new ProtocolError(ProtocolErrorCode.InternalError, `The downstream client did not answer '${request.method}': ${err instanceof Error ? err.message : String(err)}`)
   }

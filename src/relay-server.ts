@@ -10,6 +10,7 @@ import {
   type ServerContext
 } from '@modelcontextprotocol/server'
 import { CallError, type McpMessage, type RelayOptions, type ServerScope } from './connection.js'
+import { askingRound } from './input-rounds.js'
 import { sharedJsonSchemaValidator } from './validator.js'
 
 /** What a relay server forwards to: one upstream server, or the aggregate of all of them. */
@@ -33,6 +34,9 @@ export interface RelaySession {
   /** A server→client request tied to no request of the client's (a session's `roots/list`). */
   ask (request: McpMessage): Promise<Record<string, unknown>>
 }
+
+/** The methods whose 2026-07-28 answer may be `input_required`. */
+const INPUT_METHODS = new Set(['tools/call', 'prompts/get', 'resources/read'])
 
 /** Per-request timeout of relayed requests; progress resets it, as a long tool reports. */
 const RELAY_TIMEOUT_MS = 60_000
@@ -85,7 +89,12 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
   const relay = (method: string) => async (request: { params?: Record<string, unknown> }, ctx: ServerContext): Promise<Record<string, unknown>> => {
     const { options, sent } = relayOptions(ctx, timeoutMs)
     try {
-      return await target.request(method, options.modern === true ? modernParams(request.params, ctx) : request.params, { ...options, session })
+      if (options.modern !== true) return await target.request(method, request.params, { ...options, session })
+      const params = modernParams(request.params, ctx)
+      // A 2025-era upstream's questions during such a call reach the client as
+      // `input_required` rounds (see `input-rounds.ts`).
+      if (INPUT_METHODS.has(method)) return await askingRound(ctx, options, async call => await target.request(method, params, { ...call, session }))
+      return await target.request(method, params, { ...options, session })
     } catch (err) {
       throw toProtocolError(err, target.name)
     } finally {

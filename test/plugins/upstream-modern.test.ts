@@ -47,11 +47,11 @@ async function modernClient (t: Test, url: string, name?: string): Promise<Clien
 }
 
 /** One raw 2026-07-28 tools/call; the JSON-RPC messages of its answer, JSON or SSE. */
-async function modernCall (url: string, name: string, args: Record<string, unknown>, meta: Record<string, unknown> = {}, headers: Record<string, string> = {}): Promise<{ status: number, messages: Array<Record<string, any>> }> {
+async function modernCall (url: string, name: string, args: Record<string, unknown>, meta: Record<string, unknown> = {}, headers: Record<string, string> = {}, extra: Record<string, unknown> = {}): Promise<{ status: number, messages: Array<Record<string, any>> }> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { ...mcpHeaders, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name, ...headers },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: { ...modernMeta, ...meta } } })
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: { ...modernMeta, ...meta }, ...extra } })
   })
   const body = await res.text()
   const messages = res.headers.get('content-type')?.includes('text/event-stream') === true
@@ -96,14 +96,28 @@ t.test('log messages reach a 2026-07-28 client only when its request names a lev
   t.match(legacySilent.messages.at(-1), { result: { content: [{ type: 'text' }] } })
 })
 
-t.test('a 2025-only upstream serves 2026-07-28 clients over its 2025-era connection, and says why it cannot ask them', async t => {
+t.test("a 2025-only upstream's questions reach a 2026-07-28 client as input_required rounds", async t => {
   const { base } = await gatewayFor(t, { everything: { command: process.execPath, args: [everything, 'stdio'] } })
-  const client = await modernClient(t, `${base}/everything/mcp`, 'Ada')
+  const url = `${base}/everything/mcp`
+  const client = await modernClient(t, url, 'Ada')
   t.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'hi' } })), 'Echo: hi')
-  // server-everything reports its failed question as the tool's error.
-  const asked = await client.callTool({ name: 'trigger-elicitation-request', arguments: {} })
-  t.equal(asked.isError, true)
-  t.match(text(asked), /'elicitation\/create' cannot be forwarded: the downstream client speaks MCP 2026-07-28.*does not translate/)
+  t.match(text(await client.callTool({ name: 'trigger-elicitation-request', arguments: {} })), /Ada/, 'the SDK client answered the round itself')
+
+  // The raw rounds: the question, then the answer with the requestState that continues the call.
+  const elicit = { 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } }
+  const first = await modernCall(url, 'trigger-elicitation-request', {}, elicit)
+  const asked = first.messages.at(-1)?.result as { resultType: string, inputRequests: Record<string, { method: string }>, requestState: string }
+  t.equal(asked.resultType, 'input_required')
+  const [[id, question]] = Object.entries(asked.inputRequests) as Array<[string, { method: string }]>
+  t.equal(question.method, 'elicitation/create')
+  const answered = await modernCall(url, 'trigger-elicitation-request', {}, elicit, {}, { inputResponses: { [id]: { action: 'accept', content: { name: 'Grace', check: true, firstLine: 'x', integer: 1, number: 1, enum: 'option1' } } }, requestState: asked.requestState })
+  t.match(text(answered.messages.at(-1)?.result), /Name: Grace/)
+
+  const again = await modernCall(url, 'trigger-elicitation-request', {}, elicit, {}, { inputResponses: { [id]: { action: 'accept', content: {} } }, requestState: asked.requestState })
+  t.match(again.messages.at(-1), { error: { code: -32602, message: /expired requestState/ } }, 'a finished call cannot be continued')
+
+  const undeclared = await client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'hi' } })
+  t.match(text(undeclared), /did not declare the sampling capability/, 'a question the client did not declare is refused to the upstream')
 })
 
 t.test('Mcp-Param-* headers that disagree with the arguments are refused with 400 and -32020', async t => {
