@@ -474,14 +474,18 @@ export class UpstreamConnection implements McpConnection {
   async #modernLink (): Promise<Link | undefined> {
     if (this.#modern === undefined) {
       if (Date.now() < this.#modernRetryAt) return undefined
+      // Only a link taken as the modern one reacts to its end: closing a 2025-era verdict's
+      // link must not replace that verdict with a retry time.
+      let taken = false
       const opening: Promise<Link | undefined> = this.#open(undefined, {}, true, () => {
-        if (this.#modern !== opening) return
+        if (!taken || this.#modern !== opening) return
         // Ended under the gateway (the child exited): 2026-07-28 requests take the 2025-era
         // link for a while rather than starting a child each, should it keep failing.
         this.#modern = undefined
         this.#modernRetryAt = Date.now() + MODERN_RETRY_MS
       }).then(async link => {
-        if (link.client.getProtocolEra() === 'modern') return link
+        taken = link.client.getProtocolEra() === 'modern'
+        if (taken) return link
         // A 2025-era upstream stays one until the shared link reconnects (#connectShared).
         this.#log?.info('upstream mcp server speaks no 2026-07-28: its 2025-era connection serves 2026-07-28 clients')
         this.#modernRetryAt = Infinity
