@@ -56,6 +56,8 @@ export class AggregateConnection implements McpConnection {
   #separator: string
   #options: AggregateOptions
   #tools: Map<string, Entry<Tool>> | undefined
+  /** `tools()`, built with the index: it is read on every tools/list and 2026-07-28 tools/call. */
+  #toolList: Tool[] = []
   #prompts = new Map<string, Entry<Prompt>>()
   #resources = new Map<string, McpConnection>()
   #templates: Array<{ member: McpConnection, template: UriTemplate, raw: string }> = []
@@ -87,8 +89,10 @@ export class AggregateConnection implements McpConnection {
 
   #toolIndex (): Map<string, Entry<Tool>> {
     if (this.#tools !== undefined) return this.#tools
-    this.#tools = this.#index(this.#members.map(member => ({ member, items: member.tools() })), 'tool')
-    return this.#tools
+    const index = this.#index(this.#members.map(member => ({ member, items: member.tools() })), 'tool')
+    this.#tools = index
+    this.#toolList = [...index.values()].map(entry => entry.item)
+    return index
   }
 
   #index<T extends { name: string }> (lists: Array<{ member: McpConnection, items: readonly T[] }>, what: string): Map<string, Entry<T>> {
@@ -107,7 +111,10 @@ export class AggregateConnection implements McpConnection {
     return index
   }
 
-  tools (): readonly Tool[] { return [...this.#toolIndex().values()].map(entry => entry.item) }
+  tools (): readonly Tool[] {
+    this.#toolIndex()
+    return this.#toolList
+  }
 
   /** Declares everything: a member that is down now may offer it once it is back. */
   capabilities (): ServerCapabilities {

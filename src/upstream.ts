@@ -427,7 +427,8 @@ export class UpstreamConnection implements McpConnection {
         ...(signal !== undefined && { signal }),
         timeout: token === undefined ? timeoutMs : MAX_TIMER_MS,
         ...(modern !== undefined && { allowInputRequired: true }),
-        ...(modern !== undefined && method === 'tools/call' && { headers: this.#mirroredHeaders(params) })
+        // Only an HTTP upstream reads headers; stdio has none to send.
+        ...(modern !== undefined && method === 'tools/call' && this.#options.transport.kind !== 'stdio' && { headers: this.#mirroredHeaders(params) })
       }) as Record<string, unknown>
       // The client runs notification handlers a microtask late and settles responses at
       // once, so the upstream's last progress or log message before its answer may still be
