@@ -293,6 +293,9 @@ export async function allPages<T> (fetchPage: (params: Record<string, unknown>) 
   return items
 }
 
+/** The server→client requests that ask a client for input, by the client capability each needs. */
+export const QUESTIONS = { sampling: 'sampling/createMessage', elicitation: 'elicitation/create', roots: 'roots/list' } as const
+
 /** The list each `list_changed` notification is about. */
 export const LIST_CHANGED: Record<string, ListKind | undefined> = {
   'notifications/tools/list_changed': 'tools',

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { JSONRPCMessage } from '@modelcontextprotocol/server'
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server'
 
 /**
  * Takes the response away from Fastify, for streaming. After `hijack()` Fastify sends nothing
@@ -31,7 +31,7 @@ export function acceptsJsonAndSse (request: FastifyRequest): boolean {
   return accept.includes('application/json') && accept.includes('text/event-stream')
 }
 
-/** A transport-level refusal, as a JSON-RPC error object (its request id is not known). */
-export function rejectJsonRpc (reply: FastifyReply, status: number, code: number, message: string): void {
-  void reply.code(status).type('application/json').send(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }))
+/** A refusal as a JSON-RPC error object: for the request `id` when known, else `null`. */
+export function rejectJsonRpc (reply: FastifyReply, status: number, code: number, message: string, id: RequestId | null = null, data?: unknown): void {
+  void reply.code(status).type('application/json').send(JSON.stringify({ jsonrpc: '2.0', error: { code, message, ...(data !== undefined && { data }) }, id }))
 }

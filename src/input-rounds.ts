@@ -5,7 +5,7 @@ import {
   ProtocolErrorCode,
   type ServerContext
 } from '@modelcontextprotocol/server'
-import type { McpMessage, RelayOptions } from './connection.js'
+import { QUESTIONS, type McpMessage, type RelayOptions } from './connection.js'
 
 // A 2025-era server asks its client for input with a server→client request in the middle of
 // a call (elicitation, sampling, roots). A 2026-07-28 client cannot receive one: that revision
@@ -22,11 +22,7 @@ import type { McpMessage, RelayOptions } from './connection.js'
 /** Marks a `requestState` minted here, so another server's state is never taken for one. */
 const KEY_PREFIX = 'fastify-mcp-gateway/ask/'
 /** The client capability each question needs, as the 2026-07-28 revision checks it. */
-const NEEDS: Record<string, 'elicitation' | 'sampling' | 'roots'> = {
-  'elicitation/create': 'elicitation',
-  'sampling/createMessage': 'sampling',
-  'roots/list': 'roots'
-}
+const NEEDS: Record<string, string | undefined> = Object.fromEntries(Object.entries(QUESTIONS).map(([capability, method]) => [method, capability]))
 
 /**
  * Calls waiting for their client's answers, by `requestState`. In this process only: a retry

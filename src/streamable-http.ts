@@ -193,7 +193,7 @@ export class StreamableHttpEndpoint {
     const mismatch = checkParamHeaders(declared, message.params?.arguments, request.headers)
     if (mismatch === undefined) return false
     this.#options.log.debug({ mismatch: mismatch.data.mismatch }, 'mcp request rejected')
-    void reply.code(400).type('application/json').send(JSON.stringify({ jsonrpc: '2.0', id: message.id, error: { code: HEADER_MISMATCH, ...mismatch } }))
+    rejectJsonRpc(reply, 400, HEADER_MISMATCH, mismatch.message, message.id, mismatch.data)
     return true
   }
 

@@ -25,6 +25,7 @@ import {
   CallError,
   legacyParams,
   LIST_CHANGED,
+  QUESTIONS,
   type Downstream,
   type ListKind,
   type McpConnection,
@@ -244,9 +245,8 @@ export class UpstreamConnection implements McpConnection {
     }
     client.onerror = err => { this.#log?.debug({ err }, 'upstream mcp client error') }
     // The SDK refuses a handler for a capability the client does not declare.
-    const questions = { sampling: 'sampling/createMessage', elicitation: 'elicitation/create', roots: 'roots/list' } as const
-    for (const [capability, method] of Object.entries(questions)) {
-      if (capabilities[capability as keyof typeof questions] === undefined) continue
+    for (const [capability, method] of Object.entries(QUESTIONS)) {
+      if (capabilities[capability as keyof typeof QUESTIONS] === undefined) continue
       client.setRequestHandler(method, async request => await this.#ask(link, { method, ...(request.params !== undefined && { params: request.params }) }) as never)
     }
     client.setNotificationHandler('notifications/progress', notification => {
