@@ -1,5 +1,8 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
+import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import gateway, { type GatewayOptions } from '../src/app.js'
 
 /** A gateway as the command builds it, minus logging and listening; closed when the test ends. */
@@ -30,4 +33,29 @@ export function alive (pid: number): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * A 2025-era MCP client (SDK v1) in a session at `url`, closed when the test ends. With
+ * `elicit`, it accepts every elicitation with that name (and values for server-everything's
+ * other fields); with `sample`, it answers every sampling request with that text.
+ */
+export async function mcpClient (t: Test, url: string, name = 'test', handlers: { elicit?: string, sample?: string } = {}): Promise<LegacyClient> {
+  const client = new LegacyClient({ name, version: '1.0.0' }, { capabilities: { elicitation: {}, sampling: {} } })
+  if (handlers.elicit !== undefined) {
+    const answer = handlers.elicit
+    client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: answer, check: true, firstLine: 'x', integer: 1, number: 1, enum: 'option1' } }))
+  }
+  if (handlers.sample !== undefined) {
+    const text = handlers.sample
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({ model: 'test-model', role: 'assistant', content: { type: 'text', text } }))
+  }
+  await client.connect(new LegacyTransport(new URL(url)))
+  t.teardown(() => client.close())
+  return client
+}
+
+/** The text blocks of a tool result, one per line. */
+export function text (result: unknown): string {
+  return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
 }

@@ -1,10 +1,7 @@
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { fileURLToPath } from 'node:url'
 import { acceptedContent, inputRequired, McpServer } from '@modelcontextprotocol/server'
-import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import { build, listen } from '../helper.js'
+import { build, listen, mcpClient, text } from '../helper.js'
 import { namespacedName } from '../../src/aggregate.js'
 import { parseConfig } from '../../src/config.js'
 import { createAskingServer } from '../fixtures/servers.js'
@@ -12,17 +9,6 @@ import { createAskingServer } from '../fixtures/servers.js'
 // The aggregated endpoint `/mcp`: every server's tools and prompts under one MCP endpoint.
 
 const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
-
-async function connect (t: Test, url: string): Promise<LegacyClient> {
-  const client = new LegacyClient({ name: 'aggregate-test', version: '1.0.0' })
-  await client.connect(new LegacyTransport(new URL(url)))
-  t.teardown(() => client.close())
-  return client
-}
-
-function text (result: unknown): string {
-  return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
-}
 
 t.test('names are <server><separator><name>, cut to 64 characters by a stable rule', async t => {
   t.equal(namespacedName('math', 'add'), 'math_add')
@@ -43,7 +29,7 @@ t.test('/mcp serves the built-in and upstream servers together, each call reachi
     }
   }), 'gateway.json')
   const { base } = await listen(t, { config })
-  const client = await connect(t, `${base}/mcp`)
+  const client = await mcpClient(t, `${base}/mcp`, 'aggregate-test')
   const names = (await client.listTools()).tools.map(tool => tool.name).sort()
   t.same(names, ['fixture_add', 'fixture_whoami', 'greet_echoHai', 'math_add'])
   t.equal(text(await client.callTool({ name: 'greet_echoHai', arguments: { userName: 'Ada' } })), 'Hello, Ada!')
@@ -65,7 +51,7 @@ t.test('a name two servers would share is kept by the first and reported', async
     await app.listen({ port: 0, host: '127.0.0.1' })
     return { base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
   })()
-  const client = await connect(t, `${base}/mcp`)
+  const client = await mcpClient(t, `${base}/mcp`, 'aggregate-test')
   const tools = (await client.listTools()).tools
   t.same(tools.map(tool => tool.name), ['a_b_c'])
   t.equal(text(await client.callTool({ name: 'a_b_c', arguments: {} })), 'c', 'the first server in order keeps the name')
@@ -79,7 +65,7 @@ t.test('a resource URI two servers list is listed once, read from the first; an 
     return server
   }
   const { base } = await listen(t, { servers: [{ name: 'first', factory: make('first') }, { name: 'second', factory: make('second') }] })
-  const client = await connect(t, `${base}/mcp`)
+  const client = await mcpClient(t, `${base}/mcp`, 'aggregate-test')
   const uris = (await client.listResources()).resources.map(resource => resource.uri)
   t.same(uris, ['docs://readme', 'docs://only/first', 'docs://only/second'])
   const read = await client.readResource({ uri: 'docs://readme' })
@@ -99,10 +85,7 @@ t.test('aggregate: false, or gateway.aggregate false in the config, leaves /mcp 
 
 t.test('an in-process server reached through /mcp asks the client that made the call, never another', async t => {
   const { base } = await listen(t, { servers: [{ name: 'asker', factory: createAskingServer }] })
-  const client = new LegacyClient({ name: 'aggregate-test', version: '1.0.0' }, { capabilities: { elicitation: {} } })
-  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
-  await client.connect(new LegacyTransport(new URL(`${base}/mcp`)))
-  t.teardown(() => client.close())
+  const client = await mcpClient(t, `${base}/mcp`, 'aggregate-test', { elicit: 'Ada' })
   t.equal(text(await client.callTool({ name: 'asker_askName', arguments: {} })), 'Hello, Ada!')
 
   // Asked the 2026-07-28 way (inputRequired), the question names its call: concurrent
@@ -117,13 +100,7 @@ t.test('an in-process server reached through /mcp asks the client that made the 
     return server
   }
   const { base: politeBase } = await listen(t, { servers: [{ name: 'polite', factory: polite }] })
-  const clients = await Promise.all(['Alice', 'Bob', 'Carol'].map(async name => {
-    const named = new LegacyClient({ name, version: '1.0.0' }, { capabilities: { elicitation: {} } })
-    named.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name } }))
-    await named.connect(new LegacyTransport(new URL(`${politeBase}/mcp`)))
-    t.teardown(() => named.close())
-    return named
-  }))
+  const clients = await Promise.all(['Alice', 'Bob', 'Carol'].map(async name => await mcpClient(t, `${politeBase}/mcp`, name, { elicit: name })))
   const greetings = await Promise.all(clients.map(async named => text(await named.callTool({ name: 'polite_greetMe', arguments: {} }))))
   t.same(greetings, ['Hello, Alice!', 'Hello, Bob!', 'Hello, Carol!'])
 

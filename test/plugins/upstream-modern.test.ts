@@ -3,13 +3,10 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
-import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import gateway from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { createGreetServer } from '../../servers/greet/index.js'
-import { alive, listen } from '../helper.js'
+import { alive, listen, mcpClient, text } from '../helper.js'
 
 // 2026-07-28 clients behind the gateway: an upstream that speaks that revision asks its
 // clients for input with `input_required` results, which the gateway passes to the client
@@ -23,10 +20,6 @@ const modernMeta = {
   'io.modelcontextprotocol/protocolVersion': '2026-07-28',
   'io.modelcontextprotocol/clientInfo': { name: 'modern-test', version: '1' },
   'io.modelcontextprotocol/clientCapabilities': {}
-}
-
-function text (result: unknown): string {
-  return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
 }
 
 async function gatewayFor (t: Test, servers: Record<string, unknown>): Promise<{ base: string, close: () => Promise<void> }> {
@@ -73,10 +66,7 @@ t.test('a 2026-07-28 upstream asks each 2026-07-28 client for its own input, ove
   t.match(refused.messages.at(-1), { error: { code: -32021 } }, 'a client that declared no elicitation is not asked')
 
   // A 2025-era session on the same upstream is asked with a server→client request.
-  const legacy = new LegacyClient({ name: 'legacy', version: '1.0.0' }, { capabilities: { elicitation: {} } })
-  legacy.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
-  await legacy.connect(new LegacyTransport(new URL(`${base}/ask/mcp`)))
-  t.teardown(() => legacy.close())
+  const legacy = await mcpClient(t, `${base}/ask/mcp`, 'legacy', { elicit: 'Ada' })
   t.equal(text(await legacy.callTool({ name: 'greet-me', arguments: {} })), 'Hello, Ada!')
 })
 

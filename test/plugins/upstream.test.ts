@@ -9,14 +9,11 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import gateway, { type ServerEntry } from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { UpstreamConnection, type UpstreamOptions } from '../../src/upstream.js'
 import { createGreetServer } from '../../servers/greet/index.js'
-import { alive, listen } from '../helper.js'
+import { alive, listen, mcpClient, text } from '../helper.js'
 
 // Upstream servers nobody here wrote (server-everything, server-filesystem) and a small stdio
 // fixture, reached through the gateway over real child processes and real HTTP.
@@ -69,25 +66,6 @@ async function gatewayWith (t: Test, upstreams: Record<string, Omit<UpstreamOpti
 }
 
 const stdio = (script: string, ...args: string[]): UpstreamOptions['transport'] => ({ kind: 'stdio', command: process.execPath, args: [script, ...args], env: {} })
-
-async function mcpClient (t: Test, url: string, name = 'test', handlers: { elicit?: string, sample?: string } = {}): Promise<LegacyClient> {
-  const client = new LegacyClient({ name, version: '1.0.0' }, { capabilities: { elicitation: {}, sampling: {} } })
-  if (handlers.elicit !== undefined) {
-    const answer = handlers.elicit
-    client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: answer, check: true, firstLine: 'x', integer: 1, number: 1, enum: 'option1' } }))
-  }
-  if (handlers.sample !== undefined) {
-    const text = handlers.sample
-    client.setRequestHandler(CreateMessageRequestSchema, async () => ({ model: 'test-model', role: 'assistant', content: { type: 'text', text } }))
-  }
-  await client.connect(new LegacyTransport(new URL(url)))
-  t.teardown(() => client.close())
-  return client
-}
-
-function text (result: unknown): string {
-  return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
-}
 
 t.test('a stdio upstream has the face of a built-in server: REST tools, prompts, resources, OpenAPI, /ready', async t => {
   const { base } = await gatewayWith(t, { everything: { transport: stdio(everything, 'stdio') } })
