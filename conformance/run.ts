@@ -319,7 +319,7 @@ async function main (): Promise<number> {
     await app.register(gateway, { config })
     await app.listen({ port: 0, host: '127.0.0.1' })
     const port = portOf(app)
-    for (const [name, connection] of app.mcpServers) {
+    for (const { name, connection } of app.mcpRegistry.servers()) {
       // Its scenarios still run, and fail, so the counts show it.
       if (connection.state !== 'up') process.stdout.write(`server '${name}' is ${connection.state}: ${connection.failure ?? 'no reason given'}\n`)
     }

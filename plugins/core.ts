@@ -6,23 +6,37 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import type { McpConnection } from '../src/connection.js'
+import type { AuthInfo } from '@modelcontextprotocol/server'
+import { ServerRegistry } from '../src/connections/registry.js'
+import { GATEWAY_INFO } from '../src/defaults.js'
 import {
+  BadRequestError,
   BodyTooLargeError,
+  InternalError,
   InvalidArgumentsError,
   InvalidJsonError,
+  isGatewayError,
+  jsonRpcCodeFor,
   RouteNotFoundError,
   ServerNotFoundError,
-  UnsupportedMediaTypeError
+  UnsupportedMediaTypeError,
+  type GatewayError
 } from '../src/errors.js'
-import { ErrorBody, ReadyBody } from '../src/rest-schemas.js'
+import { CallPipeline, type CallFilter } from '../src/pipeline/pipeline.js'
+import { ErrorBody, ReadyBody } from '../src/rest/schemas.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Every mounted MCP server by name, whatever its state: `/ready` and the 404 handler read it. */
-    mcpServers: Map<string, McpConnection>
+    /** Every mounted MCP server, whatever its state, and their lifecycle: `/ready`, `/mcp` and the 404 handler read it. */
+    mcpRegistry: ServerRegistry
+    /** The filters every call to a mounted server passes, on every way in (src/pipeline). */
+    callPipeline: CallPipeline
     /** OpenAPI component schemas contributed by mounted servers (tool `$defs`). */
     openApiComponents: Map<string, Record<string, unknown>>
+  }
+  interface FastifyRequest {
+    /** Who is calling, once authenticated; handlers of in-process servers see it as `ctx.http.authInfo`. */
+    identity: AuthInfo | undefined
   }
   interface FastifyContextConfig {
     /** Set on MCP protocol routes: their errors are JSON-RPC error objects. */
@@ -35,6 +49,8 @@ export interface CorePluginOptions {
   title?: string
   /** Version of the OpenAPI document. Default: the package version. */
   version?: string
+  /** Filters of the call pipeline, in addition to those plugins add before the gateway is ready. */
+  filters?: CallFilter[]
 }
 
 const ReadyDescription = 'Readiness: every mounted server and its state; 503 while any server is down.'
@@ -44,8 +60,18 @@ const ReadyDescription = 'Readiness: every mounted server and its state; 503 whi
  * handler, one not-found handler, and the liveness and readiness endpoints.
  */
 async function core (app: FastifyInstance, options: CorePluginOptions): Promise<void> {
-  app.decorate('mcpServers', new Map<string, McpConnection>())
+  const registry = new ServerRegistry()
+  const pipeline = new CallPipeline(app.log)
+  for (const filter of options.filters ?? []) pipeline.add(filter)
+  app.decorate('mcpRegistry', registry)
+  app.decorate('callPipeline', pipeline)
+  app.decorateRequest('identity', undefined)
   app.decorate('openApiComponents', new Map<string, Record<string, unknown>>())
+  // Composed once: every filter a plugin adds is in by now.
+  app.addHook('onReady', async () => { pipeline.freeze() })
+  // The mount plugins' onClose hooks run first (children close before their parent), so
+  // every endpoint is closed before the connections behind it.
+  app.addHook('onClose', async () => { await registry.close() })
   app.addSchema(ErrorBody)
 
   // Registered before any route, so every route (the tools of each server) is documented.
@@ -55,7 +81,7 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       info: {
         title: options.title ?? 'MCP Gateway',
         description: 'Every tool of every mounted MCP server as a REST operation. MCP clients use `/<server>/mcp`.',
-        version: options.version ?? '0.1.0'
+        version: options.version ?? GATEWAY_INFO.version
       }
     },
     transformObject (documentObject) {
@@ -93,7 +119,7 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       response: { 200: ReadyBody, 503: ReadyBody }
     }
   }, async (_request, reply) => {
-    const servers = [...app.mcpServers.values()].map(connection => ({
+    const servers = registry.connections().map(connection => ({
       name: connection.name,
       state: connection.state,
       tools: connection.tools().length,
@@ -112,7 +138,7 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
 
   app.setNotFoundHandler(async (request) => {
     const [, server, kind] = new URL(request.url, 'http://gateway').pathname.split('/')
-    if (server !== undefined && (kind === 'tools' || kind === 'mcp') && !app.mcpServers.has(server)) {
+    if (server !== undefined && (kind === 'tools' || kind === 'mcp') && !registry.has(server)) {
       throw new ServerNotFoundError(server)
     }
     throw new RouteNotFoundError(request.method, request.url.split('?')[0])
@@ -126,31 +152,23 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     } else {
       request.log.info({ err: gatewayError }, 'request rejected')
     }
-    const retryAfter = (gatewayError as { retryAfter?: number }).retryAfter
-    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter))
-    // A 5xx message may carry internals (paths, upstream errors): clients get the code only,
-    // unless the error is one of ours, whose messages are written for clients.
-    const message = statusCode >= 500 && !isGatewayCode(gatewayError.code)
-      ? 'Internal server error'
-      : gatewayError.message
-    const code = isGatewayCode(gatewayError.code) ? gatewayError.code : statusCode >= 500 ? 'GW_ERR_INTERNAL' : gatewayError.code ?? 'GW_ERR_BAD_REQUEST'
-    return sendError(request, reply, statusCode, code, message, (gatewayError as { details?: unknown }).details)
+    if (gatewayError.headers !== undefined) void reply.headers(gatewayError.headers)
+    return sendError(request, reply, gatewayError)
   })
 }
 
-function isGatewayCode (code: string | undefined): code is string {
-  return code !== undefined && code.startsWith('GW_ERR_')
-}
-
-/** Maps Fastify's own errors onto the gateway's, so clients see one vocabulary of codes. */
-function toGatewayError (error: FastifyError, request: FastifyRequest): FastifyError & { details?: unknown } {
+/**
+ * Maps every error onto the catalogue, so clients see one vocabulary of codes: Fastify's own
+ * (validation, content type, body) become the gateway's; any other 4xx is a bad request; and
+ * anything else that is not one of ours is a fault of the gateway, whose message may carry
+ * internals (paths, upstream errors) and so never reaches the client.
+ */
+function toGatewayError (error: FastifyError, request: FastifyRequest): GatewayError {
   if (error.validation !== undefined) {
-    const details = error.validation.map(issue => ({
+    return new InvalidArgumentsError(error.validation.map(issue => ({
       field: fieldOf(issue.instancePath, issue.params),
       message: issue.message ?? 'is invalid'
-    }))
-    const summary = details.map(d => d.field === '' ? d.message : `'${d.field}' ${d.message}`).join('; ')
-    return Object.assign(new InvalidArgumentsError(summary), { details })
+    })))
   }
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new UnsupportedMediaTypeError(request.headers['content-type'] ?? 'none')
@@ -159,7 +177,14 @@ function toGatewayError (error: FastifyError, request: FastifyRequest): FastifyE
     case 'FST_ERR_CTP_INVALID_JSON_BODY': return new InvalidJsonError(error.message)
   }
   if (error instanceof SyntaxError && error.statusCode === 400) return new InvalidJsonError(error.message)
-  return error
+  if (isGatewayError(error)) return error
+  const statusCode = error.statusCode ?? 500
+  if (statusCode >= 400 && statusCode < 500) {
+    const refused = new BadRequestError(error.message)
+    refused.statusCode = statusCode
+    return refused
+  }
+  return new InternalError({ cause: error })
 }
 
 /** The bad field as a dotted path: `/a/0` → `a.0`; a missing required property names itself. */
@@ -170,22 +195,21 @@ function fieldOf (instancePath: string, params: Record<string, unknown>): string
   return path.join('.')
 }
 
-const JSON_RPC_CODES: Record<number, number> = { 400: -32600, 404: -32601, 413: -32600, 415: -32600 }
-
-async function sendError (request: FastifyRequest, reply: FastifyReply, statusCode: number, code: string, message: string, details?: unknown): Promise<FastifyReply> {
+async function sendError (request: FastifyRequest, reply: FastifyReply, error: GatewayError): Promise<FastifyReply> {
+  const statusCode = error.statusCode ?? 500
   void reply.code(statusCode).type('application/json')
   if (request.routeOptions.config.mcp === true) {
     // MCP clients read JSON-RPC: the gateway's code travels in `error.data`.
     const body = request.body as { id?: unknown } | undefined
     const id = typeof body?.id === 'string' || typeof body?.id === 'number' ? body.id : null
-    return reply.send({ jsonrpc: '2.0', error: { code: JSON_RPC_CODES[statusCode] ?? -32000, message, data: { code } }, id })
+    return reply.send({ jsonrpc: '2.0', error: { code: jsonRpcCodeFor(statusCode), message: error.message, data: { code: error.code } }, id })
   }
   return reply.send({
     statusCode,
-    code,
+    code: error.code,
     error: STATUS_CODES[statusCode] ?? 'Error',
-    message,
-    ...(details !== undefined && { details })
+    message: error.message,
+    ...(error.details !== undefined && { details: error.details })
   })
 }
 

@@ -1,4 +1,4 @@
-import type { ServerFactory } from '../src/connection.js'
+import type { ServerFactory } from '../src/connections/connection.js'
 import { createByeServer } from './bye/index.js'
 import { createGreetServer } from './greet/index.js'
 import { createMathServer } from './math/index.js'

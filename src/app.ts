@@ -5,11 +5,13 @@ import fp from 'fastify-plugin'
 import core from '../plugins/core.js'
 import mcpServer, { type McpServerPluginOptions } from '../plugins/mcp-server.js'
 import { builtinServers } from '../servers/index.js'
-import { AggregateConnection } from './aggregate.js'
 import type { GatewayConfig, ServerConfig } from './config.js'
-import { InProcessConnection, type McpConnection, type ServerFactory } from './connection.js'
+import { AggregateConnection } from './connections/aggregate.js'
+import type { McpConnection, ServerFactory } from './connections/connection.js'
+import { InProcessConnection } from './connections/in-process.js'
+import { UpstreamConnection } from './connections/upstream.js'
 import { InvalidOptionsError } from './errors.js'
-import { UpstreamConnection } from './upstream.js'
+import type { CallFilter } from './pipeline/pipeline.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
 export type ServerEntry = McpServerPluginOptions & { prefix?: string }
@@ -28,6 +30,8 @@ export interface GatewayOptions {
   aggregate?: false | { separator?: string }
   /** Title of the OpenAPI document. */
   title?: string
+  /** Filters of the call pipeline that every call to a mounted server passes (see src/pipeline). */
+  filters?: CallFilter[]
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -40,13 +44,16 @@ export function builtinEntries (factories: Record<string, ServerFactory> = built
  * aggregated endpoint. It never listens; `src/server.ts` does.
  */
 async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
-  await app.register(core, { ...(options.title !== undefined && { title: options.title }) })
+  await app.register(core, {
+    ...(options.title !== undefined && { title: options.title }),
+    ...(options.filters !== undefined && { filters: options.filters })
+  })
   const config = options.config
   const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config)
   const aggregate = config === undefined ? options.aggregate : config.aggregate.enabled && { separator: config.aggregate.separator }
 
-  // Every server is reached through a connection made here, so the aggregate can hold them
-  // all; upstreams start connecting at once, and each mount awaits its own.
+  // Every server is reached through a connection made here; upstreams start connecting at
+  // once, and each mount (which adds its server to the registry) awaits its own.
   const mounted = entries.map(entry => {
     const { factory, connection, ...rest } = entry
     return { ...rest, connection: connection ?? new InProcessConnection(entry.name, factory as ServerFactory) }
@@ -58,8 +65,9 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
     await app.register(mcpServer, { ...options.defaults, ...serverOptions, prefix: prefix ?? `/${serverOptions.name}` })
   }
   if (aggregate !== false && mounted.length > 0) {
-    const connection = new AggregateConnection('gateway', mounted.map(entry => entry.connection), {
+    const connection = new AggregateConnection('gateway', app.mcpRegistry, {
       ...(aggregate?.separator !== undefined && { separator: aggregate.separator }),
+      pipeline: app.callPipeline,
       log: app.log.child({ mcpServer: 'gateway' })
     })
     await app.register(mcpServer, { ...options.defaults, name: 'gateway', connection, endpointOnly: true, prefix: '' })

@@ -121,11 +121,9 @@ try {
 const address = app.server.address()
 const base = `http://${host.includes(':') ? `[${host}]` : host}:${typeof address === 'object' && address !== null ? address.port : port}`
 const lines = [`MCP gateway listening on ${base}`]
-const prefixes = new Map(config?.servers.map(server => [server.name, server.prefix]))
-for (const server of app.mcpServers.values()) {
+for (const { name, prefix, connection: server } of app.mcpRegistry.servers()) {
   const tools = server.tools().map(tool => tool.name).join(', ')
-  const prefix = prefixes.get(server.name) ?? `/${server.name}`
-  lines.push(`  ${server.name.padEnd(8)} ${base}${prefix}/mcp   tools: ${server.state === 'up' ? tools : `DOWN (${server.failure ?? server.state})`}`)
+  lines.push(`  ${name.padEnd(8)} ${base}${prefix}/mcp   tools: ${server.state === 'up' ? tools : `DOWN (${server.failure ?? server.state})`}`)
 }
 if (app.hasRoute({ method: 'POST', url: '/mcp' })) lines.push(`  all      ${base}/mcp   (every server's tools as <server>_<tool>)`)
 lines.push(`  docs     ${base}/docs   (ReDoc: ${base}/redoc, OpenAPI: ${base}/docs/json)`)

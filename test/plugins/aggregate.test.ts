@@ -2,7 +2,7 @@ import t from 'tap'
 import { fileURLToPath } from 'node:url'
 import { acceptedContent, inputRequired, McpServer } from '@modelcontextprotocol/server'
 import { build, listen, mcpClient, text } from '../helper.js'
-import { namespacedName } from '../../src/aggregate.js'
+import { namespacedName } from '../../src/connections/aggregate.js'
 import { parseConfig } from '../../src/config.js'
 import { createAskingServer } from '../fixtures/servers.js'
 

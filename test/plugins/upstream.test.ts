@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import gateway, { type ServerEntry } from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
-import { UpstreamConnection, type UpstreamOptions } from '../../src/upstream.js'
+import { UpstreamConnection, type UpstreamOptions } from '../../src/connections/upstream.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { alive, listen, mcpClient, text } from '../helper.js'
 

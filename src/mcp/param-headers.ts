@@ -6,8 +6,10 @@
 // (@modelcontextprotocol/server, core-internal/src/shared/mcpParamHeaders.ts), reading Node's
 // lower-cased header object instead of a WHATWG `Headers`.
 
+import { JsonRpcCode } from '../errors.js'
+
 /** JSON-RPC error code of a request whose headers and body disagree (`HeaderMismatch`). */
-export const HEADER_MISMATCH = -32020
+export const HEADER_MISMATCH = JsonRpcCode.HeaderMismatch
 
 /** One `x-mcp-header` parameter of a tool: header name, property path, JSON Schema type. */
 export interface ParamHeader {

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server'
+import { SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/server'
 
 /**
  * Takes the response away from Fastify, for streaming. After `hijack()` Fastify sends nothing
@@ -34,4 +34,9 @@ export function acceptsJsonAndSse (request: FastifyRequest): boolean {
 /** A refusal as a JSON-RPC error object: for the request `id` when known, else `null`. */
 export function rejectJsonRpc (reply: FastifyReply, status: number, code: number, message: string, id: RequestId | null = null, data?: unknown): void {
   void reply.code(status).type('application/json').send(JSON.stringify({ jsonrpc: '2.0', error: { code, message, ...(data !== undefined && { data }) }, id }))
+}
+
+/** A 2025-era `MCP-Protocol-Version` header the SDK serves; absent means 2025-03-26. */
+export function isSupportedLegacyVersion (version: string | string[] | undefined): boolean {
+  return version === undefined || (typeof version === 'string' && SUPPORTED_PROTOCOL_VERSIONS.includes(version))
 }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { checkParamHeaders, HEADER_MISMATCH, paramHeaders, paramHeaderValues, type ParamHeader } from '../../src/param-headers.js'
+import { checkParamHeaders, HEADER_MISMATCH, paramHeaders, paramHeaderValues, type ParamHeader } from '../../../src/mcp/param-headers.js'
 
 /** An object schema with `properties`, and any other keywords. */
 function object (properties: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> {

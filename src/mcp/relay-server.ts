@@ -1,45 +1,19 @@
 import {
-  type ClientCapabilities,
   LOG_LEVEL_META_KEY,
   type LoggingLevel,
-  ProtocolError,
-  ProtocolErrorCode,
   type RequestMethod,
   Server,
   type ServerCapabilities,
   type ServerContext
 } from '@modelcontextprotocol/server'
-import { CallError, type McpMessage, type RelayOptions, type ServerScope } from './connection.js'
+import type { McpMessage, RelayOptions, RelaySession, RelayTarget, ServerScope } from '../connections/connection.js'
+import { GATEWAY_INFO, DEFAULT_TIMEOUT_MS } from '../defaults.js'
+import { toJsonRpcError } from '../errors.js'
 import { askingRound } from './input-rounds.js'
 import { sharedJsonSchemaValidator } from './validator.js'
 
-/** What a relay server forwards to: one upstream server, or the aggregate of all of them. */
-export interface RelayTarget {
-  readonly name: string
-  capabilities (): ServerCapabilities
-  instructions (): string | undefined
-  /** `options.session` names the downstream session, for targets that keep state per session. */
-  request (method: string, params: Record<string, unknown> | undefined, options: RelayOptions & { session?: RelaySession }): Promise<Record<string, unknown>>
-  /** Receives the target's notifications that belong to no request; returns the detach. */
-  attach (session: RelaySession): () => void
-}
-
-/** One relay server as its target sees it: a key for per-session state and a way to notify it. */
-export interface RelaySession {
-  readonly scope: ServerScope
-  /** What the downstream client declared at initialize (2025 era), if it has. */
-  clientCapabilities (): ClientCapabilities | undefined
-  /** A notification tied to no request: list changes, resource updates, log messages. */
-  notify (notification: McpMessage): void
-  /** A server→client request tied to no request of the client's (a session's `roots/list`). */
-  ask (request: McpMessage): Promise<Record<string, unknown>>
-}
-
 /** The methods whose 2026-07-28 answer may be `input_required`. */
 const INPUT_METHODS = new Set(['tools/call', 'prompts/get', 'resources/read'])
-
-/** Per-request timeout of relayed requests; progress resets it, as a long tool reports. */
-const RELAY_TIMEOUT_MS = 60_000
 
 /**
  * A low-level SDK server whose every request is relayed to a target. The SDK server owns the
@@ -49,7 +23,7 @@ const RELAY_TIMEOUT_MS = 60_000
  *
  * Only what the target declares is declared, so a client sees the upstream's own surface.
  */
-export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs = RELAY_TIMEOUT_MS): Server {
+export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs = DEFAULT_TIMEOUT_MS): Server {
   const upstream = target.capabilities()
   const capabilities: ServerCapabilities = {
     ...(upstream.tools !== undefined && { tools: { listChanged: true } }),
@@ -59,7 +33,7 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
     ...(upstream.logging !== undefined && { logging: {} })
   }
   const instructions = target.instructions()
-  const server = new Server({ name: target.name, version: '1.0.0' }, {
+  const server = new Server({ name: target.name, version: GATEWAY_INFO.version }, {
     capabilities,
     ...(instructions !== undefined && { instructions }),
     jsonSchemaValidator: sharedJsonSchemaValidator
@@ -96,7 +70,7 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
       if (INPUT_METHODS.has(method)) return await askingRound(ctx, options, async call => await target.request(method, params, { ...call, session }))
       return await target.request(method, params, { ...options, session })
     } catch (err) {
-      throw toProtocolError(err, target.name)
+      throw toJsonRpcError(err, target.name)
     } finally {
       // Notifications relayed during the request go out before its answer, as the upstream
       // sent them: after the answer the client's stream for the request may be gone.
@@ -156,6 +130,7 @@ function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayO
     signal: ctx.mcpReq.signal,
     timeoutMs,
     ...(modern && { modern }),
+    ...(ctx.http?.authInfo !== undefined && { authInfo: ctx.http.authInfo }),
     ...(progressToken !== undefined && {
       onProgress: progress => { notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {}) }
     }),
@@ -207,17 +182,4 @@ function notificationFor (server: Server, notification: McpMessage, subscribed: 
         : server.sendLoggingMessage(notification.params as Parameters<Server['sendLoggingMessage']>[0])
   }
   return undefined
-}
-
-/**
- * The downstream client's view of a failed relay: the upstream's own JSON-RPC error as it
- * was, and a gateway failure (down, timed out, crashed) as an internal error that names it.
- */
-export function toProtocolError (err: unknown, server: string): ProtocolError {
-  if (err instanceof ProtocolError) return err
-  if (err instanceof CallError) {
-    if (err.code === 'PROTOCOL_ERROR' && err.rpcCode !== undefined) return new ProtocolError(err.rpcCode, err.message, err.data)
-    return new ProtocolError(ProtocolErrorCode.InternalError, `Server '${server}': ${err.message}`)
-  }
-  return new ProtocolError(ProtocolErrorCode.InternalError, `Server '${server}' failed to handle the request`)
 }

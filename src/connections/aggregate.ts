@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import {
-  ProtocolErrorCode,
   UriTemplate,
   type CallToolResult,
   type McpRequestContext,
@@ -12,17 +11,23 @@ import {
   type ServerCapabilities,
   type Tool
 } from '@modelcontextprotocol/server'
-import { allPages, CallError, type ListKind, type McpConnection, type RelayOptions, type ServerScope, type ServerState } from './connection.js'
-import { relayServer, type RelaySession } from './relay-server.js'
+import { DEFAULT_SEPARATOR } from '../defaults.js'
+import { CallError, invalidParams, JsonRpcCode, PromptNotFoundError, ResourceNotFoundError, ToolNotFoundError } from '../errors.js'
+import { allPages } from '../mcp/protocol.js'
+import { relayServer } from '../mcp/relay-server.js'
+import type { CallContext, CallGate, CallMethod, ListKind, McpConnection, RelayOptions, RelaySession, ServerScope, ServerState } from './connection.js'
+import type { ServerRegistry } from './registry.js'
 
 /** MCP clients commonly reject tool names longer than this (and some models do too). */
 const MAX_NAME = 64
 
 export interface AggregateOptions {
-  /** Between the server's name and the tool's or prompt's. Default `_`. */
+  /** Between the server's name and the tool's or prompt's. Default `DEFAULT_SEPARATOR`. */
   separator?: string
-  /** Per-request timeout of relayed requests. Default 60000 ms. */
+  /** Per-request timeout of relayed requests. Default `DEFAULT_TIMEOUT_MS`. */
   timeoutMs?: number
+  /** The filters every request to a member passes, with the member's own names. */
+  pipeline?: CallGate
   log?: FastifyBaseLogger
 }
 
@@ -31,7 +36,7 @@ export interface AggregateOptions {
  * that is longer than 64 characters, its first 55 characters, `_`, and 8 hex characters of
  * its SHA-256: deterministic, so a name stays the same across restarts and replicas.
  */
-export function namespacedName (server: string, name: string, separator = '_'): string {
+export function namespacedName (server: string, name: string, separator = DEFAULT_SEPARATOR): string {
   const full = `${server}${separator}${name}`
   if (full.length <= MAX_NAME) return full
   return `${full.slice(0, MAX_NAME - 9)}_${createHash('sha256').update(full).digest('hex').slice(0, 8)}`
@@ -52,7 +57,7 @@ interface Entry<T> { member: McpConnection, original: string, item: T }
  */
 export class AggregateConnection implements McpConnection {
   readonly name: string
-  #members: McpConnection[]
+  #registry: ServerRegistry
   #separator: string
   #options: AggregateOptions
   #tools: Map<string, Entry<Tool>> | undefined
@@ -64,17 +69,45 @@ export class AggregateConnection implements McpConnection {
   #listeners = new Set<(kind: ListKind) => void>()
   #state: ServerState = 'starting'
 
-  constructor (name: string, members: McpConnection[], options: AggregateOptions = {}) {
+  constructor (name: string, registry: ServerRegistry, options: AggregateOptions = {}) {
     this.name = name
-    this.#members = members
-    this.#separator = options.separator ?? '_'
+    this.#registry = registry
+    this.#separator = options.separator ?? DEFAULT_SEPARATOR
     this.#options = options
-    for (const member of members) {
-      member.onListChanged(kind => {
-        if (kind === 'tools') this.#tools = undefined
-        for (const listener of this.#listeners) listener(kind)
-      })
-    }
+    registry.onListChanged((_server, kind) => {
+      if (kind === 'tools') this.#tools = undefined
+      for (const listener of this.#listeners) listener(kind)
+    })
+  }
+
+  /** The mounted servers, in config order: read from the registry on each use, so servers added later join. */
+  get #members (): McpConnection[] { return this.#registry.connections() }
+
+  /**
+   * One request to a member through the pipeline, under the member's own names; a name the
+   * caller may not see answers as an unknown name of this endpoint does.
+   */
+  async #call (entry: { member: McpConnection, original: string }, method: CallMethod, exposed: string, params: Record<string, unknown>, options: RelayOptions): Promise<Record<string, unknown>> {
+    const { pipeline } = this.#options
+    const send = async (): Promise<Record<string, unknown>> => await entry.member.request(method, params, options)
+    if (pipeline === undefined || !pipeline.active) return await send()
+    return await pipeline.call(this.#context(entry.member, options, { method, name: entry.original, ...(params.arguments !== undefined && { arguments: params.arguments as Record<string, unknown> }) }), send, err => {
+      if (err instanceof ToolNotFoundError) return invalidParams(`Tool ${exposed} not found`)
+      if (err instanceof PromptNotFoundError) return invalidParams(`Prompt ${exposed} not found`)
+      if (err instanceof ResourceNotFoundError) return new CallError('PROTOCOL_ERROR', `Resource ${exposed} not found`, JsonRpcCode.InvalidParams, { uri: exposed })
+      return err
+    })
+  }
+
+  #context (member: McpConnection, options: RelayOptions, call: Pick<CallContext, 'method' | 'name' | 'arguments'>): CallContext {
+    return { server: member.name, way: 'aggregate', ...(options.authInfo !== undefined && { identity: options.authInfo }), ...call }
+  }
+
+  /** The entries the caller may see. */
+  #visible<T> (entries: Array<Entry<T>>, method: CallMethod, options: RelayOptions): Array<Entry<T>> {
+    const { pipeline } = this.#options
+    if (pipeline === undefined || !pipeline.active) return entries
+    return entries.filter(entry => pipeline.allows(this.#context(entry.member, options, { method, name: entry.original })))
   }
 
   get state (): ServerState { return this.#state }
@@ -145,19 +178,22 @@ export class AggregateConnection implements McpConnection {
 
   async request (method: string, params: Record<string, unknown> = {}, options: RelayOptions & { session?: RelaySession } = {}): Promise<Record<string, unknown>> {
     switch (method) {
-      case 'tools/list':
-        return { tools: this.tools() }
+      case 'tools/list': {
+        const { pipeline } = this.#options
+        if (pipeline === undefined || !pipeline.active) return { tools: this.tools() }
+        return { tools: this.#visible([...this.#toolIndex().values()], 'tools/call', options).map(entry => entry.item) }
+      }
       case 'tools/call': {
         const entry = this.#toolIndex().get(String(params.name))
         if (entry === undefined) throw invalidParams(`Tool ${String(params.name)} not found`)
-        return await entry.member.request(method, { ...params, name: entry.original }, options)
+        return await this.#call(entry, method, String(params.name), { ...params, name: entry.original }, options)
       }
       case 'prompts/list':
-        return { prompts: [...(await this.#promptIndex(options)).values()].map(entry => entry.item) }
+        return { prompts: this.#visible([...(await this.#promptIndex(options)).values()], 'prompts/get', options).map(entry => entry.item) }
       case 'prompts/get': {
         const entry = this.#prompts.get(String(params.name)) ?? (await this.#promptIndex(options)).get(String(params.name))
         if (entry === undefined) throw invalidParams(`Prompt ${String(params.name)} not found`)
-        return await entry.member.request(method, { ...params, name: entry.original }, options)
+        return await this.#call(entry, method, String(params.name), { ...params, name: entry.original }, options)
       }
       case 'resources/list':
         return {
@@ -173,7 +209,10 @@ export class AggregateConnection implements McpConnection {
           })
         }
       case 'resources/read':
-      case 'resources/subscribe':
+      case 'resources/subscribe': {
+        const uri = String(params.uri)
+        return await this.#call({ member: await this.#owner(uri, options), original: uri }, method, uri, params, options)
+      }
       case 'resources/unsubscribe':
         return await (await this.#owner(String(params.uri), options)).request(method, params, options)
       case 'completion/complete': {
@@ -191,7 +230,7 @@ export class AggregateConnection implements McpConnection {
           .map(member => member.request(method, params, options)))
         return {}
     }
-    throw new CallError('PROTOCOL_ERROR', `Method not found: ${method}`, ProtocolErrorCode.MethodNotFound)
+    throw new CallError('PROTOCOL_ERROR', `Method not found: ${method}`, JsonRpcCode.MethodNotFound)
   }
 
   #up (): McpConnection[] { return this.#members.filter(member => member.state === 'up') }
@@ -212,11 +251,14 @@ export class AggregateConnection implements McpConnection {
     const members = this.#up().filter(member => member.capabilities().resources !== undefined)
     const lists = await Promise.all(members.map(async member => await listAll<T>(member, method, key, options).catch(() => [] as T[])))
     const ids = new Set<string>()
+    const { pipeline } = this.#options
     return lists.flatMap((items, i) => items.filter(item => {
+      const member = members[i] as McpConnection
       if (ids.has(id(item))) return false
       ids.add(id(item))
-      seen(members[i] as McpConnection, item)
-      return true
+      seen(member, item)
+      // Routed (so the owner stays the first server) but hidden from a caller who may not read it.
+      return pipeline === undefined || !pipeline.active || pipeline.allows(this.#context(member, options, { method: 'resources/read', name: id(item) }))
     }))
   }
 
@@ -230,17 +272,13 @@ export class AggregateConnection implements McpConnection {
       await this.request('resources/templates/list', {}, options)
       owner = find()
     }
-    if (owner === undefined) throw new CallError('PROTOCOL_ERROR', `Resource ${uri} not found`, -32002, { uri })
+    if (owner === undefined) throw new CallError('PROTOCOL_ERROR', `Resource ${uri} not found`, JsonRpcCode.ResourceNotFound, { uri })
     return owner
   }
 
   async close (): Promise<void> {
     this.#state = 'closed'
   }
-}
-
-function invalidParams (message: string): CallError {
-  return new CallError('PROTOCOL_ERROR', message, ProtocolErrorCode.InvalidParams)
 }
 
 async function listAll<T> (member: McpConnection, method: string, key: string, options: RelayOptions): Promise<T[]> {

@@ -5,7 +5,8 @@ import {
   ProtocolErrorCode,
   type ServerContext
 } from '@modelcontextprotocol/server'
-import { QUESTIONS, type McpMessage, type RelayOptions } from './connection.js'
+import type { McpMessage, RelayOptions } from '../connections/connection.js'
+import { QUESTIONS } from './protocol.js'
 
 // A 2025-era server asks its client for input with a server→client request in the middle of
 // a call (elicitation, sampling, roots). A 2026-07-28 client cannot receive one: that revision
@@ -81,6 +82,7 @@ class AskingCall {
     start({
       signal: this.#controller.signal,
       ...(first.timeoutMs !== undefined && { timeoutMs: first.timeoutMs }),
+      ...(first.authInfo !== undefined && { authInfo: first.authInfo }),
       modern: true,
       onProgress: progress => { this.#round.onProgress?.(progress) },
       downstream: {

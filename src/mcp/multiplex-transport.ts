@@ -1,4 +1,5 @@
 import type {
+  AuthInfo,
   JSONRPCMessage,
   JSONRPCNotification,
   JSONRPCRequest,
@@ -6,6 +7,7 @@ import type {
   Transport,
   TransportSendOptions
 } from '@modelcontextprotocol/server'
+import { JsonRpcCode } from '../errors.js'
 
 /** One HTTP exchange waiting on the shared connection. */
 export interface Exchange {
@@ -18,6 +20,8 @@ export interface Exchange {
    * elicitation), when the exchange has a client to ask; without it, such a request is refused.
    */
   ask?: (request: JSONRPCRequest) => Promise<Record<string, unknown>>
+  /** The HTTP request it came with, where there is one: its id, and who is calling (the handler's `ctx.http.authInfo`). */
+  origin?: { requestId?: string, authInfo?: AuthInfo }
 }
 
 interface Pending extends Exchange {
@@ -73,6 +77,11 @@ export class MultiplexTransport implements Transport {
     return id
   }
 
+  /** Where a request in flight came from, by the id it travels under (see `carryAuthInfo`). */
+  originOf (id: RequestId): Exchange['origin'] {
+    return this.#pending.get(id as number)?.origin
+  }
+
   /** Sends a client notification (such as `notifications/initialized`) to the server. */
   notify (message: JSONRPCNotification): void {
     if (!this.#closed) this.onmessage?.(message)
@@ -104,14 +113,14 @@ export class MultiplexTransport implements Transport {
         const reason = related === undefined && this.#pending.size > 1
           ? `'${message.method}' is related to no request and ${this.#pending.size} are in flight, so there is no telling whose client to ask (ask through ctx.mcpReq.send or inputRequired(), which relate it)`
           : `'${message.method}' needs a session: stateless serving has no way back to the client`
-        const refusal = { jsonrpc: '2.0' as const, id: message.id, error: { code: -32601, message: reason } }
+        const refusal = { jsonrpc: '2.0' as const, id: message.id, error: { code: JsonRpcCode.MethodNotFound, message: reason } }
         queueMicrotask(() => this.onmessage?.(refusal))
         return
       }
       ask(message).then(result => {
         this.onmessage?.({ jsonrpc: '2.0', id: message.id, result })
       }, (err: { code?: unknown, message?: string, data?: unknown }) => {
-        const code = typeof err.code === 'number' ? err.code : -32603
+        const code = typeof err.code === 'number' ? err.code : JsonRpcCode.InternalError
         this.onmessage?.({ jsonrpc: '2.0', id: message.id, error: { code, message: err.message ?? 'The client did not answer', ...(err.data !== undefined && { data: err.data }) } })
       })
       return
@@ -131,5 +140,5 @@ export class MultiplexTransport implements Transport {
 }
 
 function closedResponse (id: RequestId): JSONRPCMessage {
-  return { jsonrpc: '2.0', id, error: { code: -32000, message: 'Server is shutting down' } }
+  return { jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: 'Server is shutting down' } }
 }

@@ -1,46 +1,29 @@
-import { createInterface } from 'node:readline'
-import type { Readable, Writable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import {
-  Client,
   ProtocolError,
   ProtocolErrorCode,
-  SdkError,
-  SdkErrorCode,
-  SSEClientTransport,
-  StreamableHTTPClientTransport,
   type ClientCapabilities,
   type ListToolsResult,
-  type Progress,
   type RequestMethod,
   type ServerCapabilities,
-  type Tool,
-  type Transport
+  type Tool
 } from '@modelcontextprotocol/client'
-import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio'
+import type { Progress } from '@modelcontextprotocol/client'
 import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
 import {
-  allPages,
-  askDownstream,
-  CallError,
-  legacyParams,
-  LIST_CHANGED,
-  QUESTIONS,
-  type Downstream,
-  type ListKind,
-  type McpConnection,
-  type McpMessage,
-  type RelayOptions,
-  type ServerScope,
-  type ServerState
-} from './connection.js'
-import { paramHeaderValues, toolParamHeaders } from './param-headers.js'
-import { relayServer, type RelaySession } from './relay-server.js'
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_RETRY_INITIAL_MS,
+  DEFAULT_RETRY_MAX_MS,
+  DEFAULT_TIMEOUT_MS
+} from '../defaults.js'
+import { CallError, fromSdkError, invalidParams } from '../errors.js'
+import { paramHeaderValues, toolParamHeaders } from '../mcp/param-headers.js'
+import { allPages, askDownstream, legacyParams, LIST_CHANGED } from '../mcp/protocol.js'
+import { relayServer } from '../mcp/relay-server.js'
+import type { ListKind, McpConnection, McpMessage, RelayOptions, RelaySession, ServerScope, ServerState } from './connection.js'
+import { closeLink, openLink, type Link, type LinkEvents, type UpstreamTransport } from './upstream-link.js'
 
-/** How to reach an upstream server. */
-export type UpstreamTransport =
-  | { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
-  | { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
+export type { UpstreamTransport } from './upstream-link.js'
 
 export interface UpstreamOptions {
   transport: UpstreamTransport
@@ -53,16 +36,15 @@ export interface UpstreamOptions {
   isolation?: 'shared' | 'session'
   /** Tools to offer (all when absent) and tools to hide, by the upstream's names. */
   tools?: { allow?: string[], deny?: string[] }
-  /** Longest wait for a connection and its `initialize`. Default 10000 ms. */
+  /** Longest wait for a connection and its `initialize`. Default `DEFAULT_CONNECT_TIMEOUT_MS`. */
   connectTimeoutMs?: number
-  /** Per-request timeout of relayed MCP requests (progress resets it). Default 60000 ms. */
+  /** Per-request timeout of relayed MCP requests (progress resets it). Default `DEFAULT_TIMEOUT_MS`. */
   timeoutMs?: number
-  /** Reconnect backoff: the first delay, doubled per failure up to the last. Default 1000 to 30000 ms (or to the first, if that is longer). */
+  /** Reconnect backoff: the first delay, doubled per failure up to the last. Default `DEFAULT_RETRY_INITIAL_MS` to `DEFAULT_RETRY_MAX_MS` (or to the first, if that is longer). */
   retry?: { initialMs?: number, maxMs?: number }
   log?: FastifyBaseLogger
 }
 
-const CLIENT_INFO = { name: 'fastify-mcp-gateway', version: '1.0.0' }
 /**
  * The result schema of relayed requests: the result goes on as the upstream sent it. The
  * relay server validates what it answers, so parsing it here too (and, without a schema,
@@ -73,33 +55,6 @@ const PASSTHROUGH = { '~standard': { version: 1 as const, vendor: 'fastify-mcp-g
 const MODERN_RETRY_MS = 30_000
 /** The longest delay a Node timer takes; the gateway runs its own timeouts (see `request`). */
 const MAX_TIMER_MS = 2 ** 31 - 1
-
-/** Child processes alive now, killed if the gateway's own process exits without closing them. */
-const children = new Set<number>()
-let exitHookInstalled = false
-function trackChild (pid: number): void {
-  children.add(pid)
-  if (exitHookInstalled) return
-  exitHookInstalled = true
-  // Runs on process.exit and on an uncaught exception; a SIGKILL of the gateway leaves the
-  // children to notice their stdin closing, which every stdio MCP server treats as the end.
-  process.once('exit', () => {
-    for (const child of children) {
-      try { process.kill(child, 'SIGKILL') } catch {}
-    }
-  })
-}
-
-/** One SDK client connection to the upstream, and the downstream requests waiting on it. */
-interface Link {
-  client: Client
-  transport: Transport
-  pid: number | undefined
-  /** Requests in flight, with the downstream client of each (undefined for REST calls). */
-  inflight: Map<symbol, Downstream | undefined>
-  /** Set for a session's own link: where unrelated messages go. */
-  session: RelaySession | undefined
-}
 
 /**
  * An upstream MCP server: a child process over stdio, or a remote one over Streamable HTTP
@@ -128,7 +83,17 @@ export class UpstreamConnection implements McpConnection {
   #modern: Promise<Link | undefined> | undefined
   /** No modern link before this time: its last one failed, or the upstream speaks only 2025. */
   #modernRetryAt = 0
+  /** Where every link of this upstream reports (see `upstream-link.ts`). */
+  #events: LinkEvents = {
+    ask: async (link, request) => await this.#ask(link, request),
+    progress: (token, progress) => { this.#progress.get(token)?.(progress) },
+    unrelated: (link, notification) => { this.#unrelated(link, notification) },
+    closed: () => {}
+  }
+
   #sessionLinks = new Map<RelaySession, Promise<Link>>()
+  /** Session links being closed after their session ended. */
+  #closingLinks = new Set<Promise<void>>()
   #sessions = new Set<RelaySession>()
   #listeners = new Set<(kind: ListKind) => void>()
   #capabilities: ServerCapabilities = {}
@@ -209,9 +174,9 @@ export class UpstreamConnection implements McpConnection {
     this.#failure = reason
     if (this.#retryTimer !== undefined) return
     const retry = this.#options.retry ?? {}
-    const initialMs = retry.initialMs ?? 1000
+    const initialMs = retry.initialMs ?? DEFAULT_RETRY_INITIAL_MS
     // A first delay above the default ceiling raises the ceiling to it.
-    const delay = Math.min(initialMs * 2 ** this.#attempt, retry.maxMs ?? Math.max(30_000, initialMs))
+    const delay = Math.min(initialMs * 2 ** this.#attempt, retry.maxMs ?? Math.max(DEFAULT_RETRY_MAX_MS, initialMs))
     this.#attempt++
     this.#retryAt = Date.now() + delay
     this.#log?.warn({ reason, retryInMs: delay }, 'upstream mcp server is down')
@@ -230,67 +195,13 @@ export class UpstreamConnection implements McpConnection {
    * `onClosed` runs when it ends, for whatever reason, after its child is forgotten.
    */
   async #open (session: RelaySession | undefined, capabilities: ClientCapabilities, modern: boolean, onClosed: (link: Link) => void): Promise<Link> {
-    const timeout = this.#options.connectTimeoutMs ?? 10_000
-    const client = new Client(CLIENT_INFO, {
+    return await openLink(this.#options.transport, {
+      session,
       capabilities,
-      // The modern link probes for 2026-07-28 (`server/discover`) and hands `input_required`
-      // answers back to the relay, which passes them on to the client they are for.
-      ...(modern && { versionNegotiation: { mode: 'auto', probe: { timeoutMs: timeout } }, inputRequired: { autoFulfill: false } })
-    })
-    const transport = this.#transport()
-    const link: Link = { client, transport, pid: undefined, inflight: new Map(), session }
-    client.onclose = () => {
-      if (link.pid !== undefined) children.delete(link.pid)
-      onClosed(link)
-    }
-    client.onerror = err => { this.#log?.debug({ err }, 'upstream mcp client error') }
-    // The SDK refuses a handler for a capability the client does not declare.
-    for (const [capability, method] of Object.entries(QUESTIONS)) {
-      if (capabilities[capability as keyof typeof QUESTIONS] === undefined) continue
-      client.setRequestHandler(method, async request => await this.#ask(link, { method, ...(request.params !== undefined && { params: request.params }) }) as never)
-    }
-    client.setNotificationHandler('notifications/progress', notification => {
-      const { progressToken, ...progress } = notification.params
-      this.#progress.get(String(progressToken))?.(progress)
-    })
-    for (const method of [...Object.keys(LIST_CHANGED), 'notifications/resources/updated', 'notifications/message']) {
-      client.setNotificationHandler(method as 'notifications/message', notification => { this.#unrelated(link, notification as McpMessage) })
-    }
-    try {
-      await withTimeout(client.connect(transport, { timeout }), timeout, `no answer to initialize within ${timeout} ms`)
-    } catch (err) {
-      await closeLink(link)
-      throw err
-    }
-    if (transport instanceof StdioClientTransport && transport.pid !== null) {
-      link.pid = transport.pid
-      trackChild(transport.pid)
-      coalesceWrites(transport)
-    }
-    return link
-  }
-
-  #transport (): Transport {
-    const spec = this.#options.transport
-    if (spec.kind === 'stdio') {
-      const transport = new StdioClientTransport({
-        command: spec.command,
-        args: spec.args,
-        env: { ...getDefaultEnvironment(), ...spec.env },
-        ...(spec.cwd !== undefined && { cwd: spec.cwd }),
-        stderr: 'pipe'
-      })
-      // The child's stderr is its log: each line goes to the gateway's, under the server's name.
-      const stderr = transport.stderr as Readable | null
-      if (stderr !== null) {
-        createInterface({ input: stderr }).on('line', line => { this.#log?.info({ stderr: line }, 'upstream mcp server stderr') })
-      }
-      return transport
-    }
-    const requestInit = { headers: spec.headers }
-    return spec.kind === 'sse'
-      ? new SSEClientTransport(new URL(spec.url), { requestInit, eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...spec.headers, ...(init?.headers as Record<string, string>) } }) } })
-      : new StreamableHTTPClientTransport(new URL(spec.url), { requestInit })
+      modern,
+      connectTimeoutMs: this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      log: this.#log
+    }, { ...this.#events, closed: onClosed })
   }
 
   #offers (tool: string): boolean {
@@ -355,7 +266,10 @@ export class UpstreamConnection implements McpConnection {
       this.#sessions.delete(session)
       const own = this.#sessionLinks.get(session)
       this.#sessionLinks.delete(session)
-      own?.then(closeLink, () => {}).catch(() => {})
+      if (own === undefined) return
+      // Tracked until it is closed, so `close()` waits for the session's child too.
+      const closing: Promise<void> = own.then(closeLink, () => {}).catch(() => {}).finally(() => { this.#closingLinks.delete(closing) })
+      this.#closingLinks.add(closing)
     }
   }
 
@@ -381,7 +295,7 @@ export class UpstreamConnection implements McpConnection {
       }
     }
     if (method === 'tools/call' && !this.#offers(String(params?.name))) {
-      throw new CallError('PROTOCOL_ERROR', `Tool ${String(params?.name)} not found`, ProtocolErrorCode.InvalidParams)
+      throw invalidParams(`Tool ${String(params?.name)} not found`)
     }
     if (this.#state !== 'up') {
       throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}${this.#failure === undefined ? '' : `: ${this.#failure}`}`)
@@ -393,7 +307,7 @@ export class UpstreamConnection implements McpConnection {
     if (options.modern === true && modern === undefined) params = legacyParams(params)
     const key = Symbol(method)
     link.inflight.set(key, options.downstream)
-    const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? 60_000
+    const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? DEFAULT_TIMEOUT_MS
     // Without progress, the SDK client's timeout and the caller's signal do (either cancels
     // the call upstream). With progress, the timeout and the progress route are the gateway's
     // own: the client drops its progress handler as soon as the answer arrives, before it
@@ -439,7 +353,7 @@ export class UpstreamConnection implements McpConnection {
       }
       return result
     } catch (err) {
-      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : toCallError(err)
+      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : fromSdkError(err)
       const error = timedOut || failed.code === 'REQUEST_TIMEOUT' ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : failed
       // Over HTTP nothing announces a remote going away: a request that cannot reach it
       // (refused, reset, its session gone) takes the server down and starts the reconnects.
@@ -546,66 +460,13 @@ export class UpstreamConnection implements McpConnection {
     await Promise.allSettled([
       shared === undefined ? undefined : closeLink(shared),
       modern?.then(link => link === undefined ? undefined : closeLink(link)),
-      ...links.map(async link => { await closeLink(await link) })
+      ...links.map(async link => { await closeLink(await link) }),
+      ...this.#closingLinks
     ])
   }
 }
 
-async function listTools (client: Client, timeout = 60_000): Promise<Tool[]> {
+async function listTools (client: Link['client'], timeout = DEFAULT_TIMEOUT_MS): Promise<Tool[]> {
   return await allPages<Tool>(async params => await client.request({ method: 'tools/list', params }, { timeout }), 'tools')
 }
 
-/**
- * Sends the messages of one event-loop turn to a child in one write: under load, many
- * downstream calls arrive in the same turn, and a pipe write per message was the largest
- * single cost of a proxied call (a system call each). The stream is corked at the turn's
- * first message and uncorked once the turn's I/O is done (`setImmediate`).
- *
- * The SDK's stdio transport does not expose the child's stdin, so this reaches its private
- * `_process`; when that is not there (another SDK version), messages go out one by one.
- */
-function coalesceWrites (transport: StdioClientTransport): void {
-  const stdin = (transport as unknown as { _process?: { stdin?: Writable | null } })._process?.stdin
-  if (stdin === undefined || stdin === null) return
-  const send = transport.send.bind(transport)
-  let corked = false
-  transport.send = async message => {
-    if (!corked) {
-      corked = true
-      stdin.cork()
-      setImmediate(() => {
-        corked = false
-        stdin.uncork()
-      })
-    }
-    await send(message)
-  }
-}
-
-/** Ends a link; an HTTP upstream is told its session is over (DELETE) first. */
-async function closeLink (link: Link): Promise<void> {
-  if (link.transport instanceof StreamableHTTPClientTransport && link.transport.sessionId !== undefined) {
-    await link.transport.terminateSession().catch(() => {})
-  }
-  await link.client.close().catch(() => {})
-}
-
-function withTimeout<T> (promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => { reject(new CallError('REQUEST_TIMEOUT', message)) }, ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => { clearTimeout(timer) })
-}
-
-/** The SDK client's failures in the gateway's terms, so every connection fails alike. */
-function toCallError (err: unknown): CallError {
-  if (err instanceof CallError) return err
-  if (err instanceof ProtocolError) return new CallError('PROTOCOL_ERROR', err.message, err.code, err.data)
-  if (err instanceof SdkError) {
-    if (err.code === SdkErrorCode.RequestTimeout) return new CallError('REQUEST_TIMEOUT', err.message)
-    return new CallError('CONNECTION_CLOSED', err.message)
-  }
-  if (err instanceof Error && err.name === 'AbortError') return new CallError('ABORTED', 'The call was cancelled')
-  return new CallError('CONNECTION_CLOSED', err instanceof Error ? err.message : String(err))
-}

@@ -9,7 +9,8 @@ import {
   type Transport,
   type TransportSendOptions
 } from '@modelcontextprotocol/server'
-import { hijack, sseFrame, startSse } from './http-exchange.js'
+import { JsonRpcCode } from '../errors.js'
+import { hijack, sseFrame, startSse } from './sse.js'
 
 const KEEP_ALIVE_MS = 15_000
 /** Streams kept for resumption per session, beyond those still in progress. */
@@ -84,6 +85,9 @@ class PostExchange {
   }
 
   get complete (): boolean { return this.#complete }
+
+  /** The id of the POST that carried this exchange's requests. */
+  get requestId (): string { return this.#request.id }
 
   /** A message the server relates to one of this POST's requests: the exchange streams. */
   stream (message: JSONRPCMessage): boolean {
@@ -224,7 +228,7 @@ export class SessionTransport implements Transport {
     const duplicate = requests.find(message => this.#exchanges.has(message.id))
     if (duplicate !== undefined) {
       void reply.code(400).header('mcp-session-id', this.sessionId).type('application/json').send(JSON.stringify({
-        jsonrpc: '2.0', id: duplicate.id, error: { code: -32600, message: `Request id ${JSON.stringify(duplicate.id)} is already in flight in this session` }
+        jsonrpc: '2.0', id: duplicate.id, error: { code: JsonRpcCode.InvalidRequest, message: `Request id ${JSON.stringify(duplicate.id)} is already in flight in this session` }
       }))
       return
     }
@@ -235,11 +239,15 @@ export class SessionTransport implements Transport {
       exchange = new PostExchange(this, String(this.#nextStream++), request, reply, requests.map(message => message.id), Array.isArray(body), priming)
     }
     for (const message of requests) this.#exchanges.set(message.id, exchange as PostExchange)
+    const authInfo = request.identity
     for (const message of messages) {
       const closeSSEStream = exchange !== undefined && priming && isJSONRPCRequest(message)
         ? () => { exchange.closeStream() }
         : undefined
-      this.onmessage?.(message, closeSSEStream === undefined ? undefined : { closeSSEStream })
+      const extra = closeSSEStream === undefined && authInfo === undefined
+        ? undefined
+        : { ...(closeSSEStream !== undefined && { closeSSEStream }), ...(authInfo !== undefined && { authInfo }) }
+      this.onmessage?.(message, extra)
     }
     if (exchange === undefined) {
       void reply.code(202).header('mcp-session-id', this.sessionId).send()
@@ -258,6 +266,11 @@ export class SessionTransport implements Transport {
     const lastSeq = Number(seq)
     if (exchange === undefined || !Number.isInteger(lastSeq) || lastSeq < 0) return false
     return exchange.resume(request, reply, lastSeq)
+  }
+
+  /** The HTTP request id of the POST that carried a request still in flight. */
+  requestIdOf (id: RequestId): string | undefined {
+    return this.#exchanges.get(id)?.requestId
   }
 
   /** A stream read to its end: nothing left to resume. */
@@ -324,7 +337,7 @@ export class SessionTransport implements Transport {
     this.#standalone?.end()
     this.#standalone = undefined
     for (const id of [...this.#exchanges.keys()]) {
-      this.#exchanges.get(id)?.answer(id, { jsonrpc: '2.0', id, error: { code: -32000, message: 'Session closed' } })
+      this.#exchanges.get(id)?.answer(id, { jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: 'Session closed' } })
     }
     this.#exchanges.clear()
     this.#streams.clear()

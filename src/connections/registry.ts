@@ -1,0 +1,72 @@
+import { InvalidOptionsError } from '../errors.js'
+import type { ListKind, McpConnection } from './connection.js'
+
+/** One mounted server as the registry keeps it. */
+export interface MountedServer {
+  readonly name: string
+  /** Where its routes are: `/<name>` unless configured otherwise. */
+  readonly prefix: string
+  readonly connection: McpConnection
+}
+
+/**
+ * The mounted servers, by name, and their lifecycle: the registry starts their connections
+ * (all at once, so boot takes as long as the slowest server, not the sum) and closes them when
+ * the gateway closes. `/ready`, the aggregated endpoint and the mount plugins read from it;
+ * servers added or replaced at run time (config reload) go through it too, and whoever
+ * listens hears of them.
+ */
+export class ServerRegistry {
+  #servers = new Map<string, MountedServer>()
+  #listChanged = new Set<(server: MountedServer, kind: ListKind) => void>()
+  #detach = new Map<string, () => void>()
+
+  get size (): number { return this.#servers.size }
+
+  has (name: string): boolean { return this.#servers.has(name) }
+  get (name: string): MountedServer | undefined { return this.#servers.get(name) }
+
+  /** Every mounted server, in the order it was added (the config's order). */
+  servers (): MountedServer[] { return [...this.#servers.values()] }
+  connections (): McpConnection[] { return this.servers().map(server => server.connection) }
+
+  /** Adds a server; its connection starts connecting at once (awaited by `started`). */
+  add (server: MountedServer): void {
+    if (this.#servers.has(server.name)) throw new InvalidOptionsError(`an MCP server named '${server.name}' is already mounted`)
+    this.#servers.set(server.name, server)
+    this.#detach.set(server.name, server.connection.onListChanged(kind => {
+      for (const listener of this.#listChanged) listener(server, kind)
+    }))
+  }
+
+  /**
+   * Starts a server's connection, or waits for the start already under way. A server that
+   * cannot start is marked down by its connection and reported here; the gateway keeps
+   * serving the others.
+   */
+  async start (name: string): Promise<void> {
+    await this.#servers.get(name)?.connection.start()
+  }
+
+  /** Takes a server out and closes its connection. */
+  async remove (name: string): Promise<void> {
+    const server = this.#servers.get(name)
+    if (server === undefined) return
+    this.#servers.delete(name)
+    this.#detach.get(name)?.()
+    this.#detach.delete(name)
+    await server.connection.close()
+  }
+
+  /** Hears of every list change of every mounted server, present and future. */
+  onListChanged (listener: (server: MountedServer, kind: ListKind) => void): () => void {
+    this.#listChanged.add(listener)
+    return () => { this.#listChanged.delete(listener) }
+  }
+
+  /** Closes every connection; the last step of the gateway's shutdown. */
+  async close (): Promise<void> {
+    const names = [...this.#servers.keys()]
+    await Promise.allSettled(names.map(async name => { await this.remove(name) }))
+  }
+}

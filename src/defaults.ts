@@ -1,0 +1,55 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+// The defaults that more than one part of the gateway applies, each written once with the
+// reason for its value. A default that belongs to one module alone stays beside its option.
+
+/**
+ * Per-call timeout of a tool call or relayed request, in ms: the SDK's own default request
+ * timeout, so a call behind the gateway fails no sooner than it would without it. Progress
+ * resets it on MCP paths, as a long tool reports.
+ */
+export const DEFAULT_TIMEOUT_MS = 60_000
+
+/**
+ * Longest wait for an upstream to start and answer `initialize`, in ms: long enough for a
+ * child process that loads a runtime, short enough that a dead one does not hold the boot.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+
+/** First reconnect delay of a down upstream, in ms; doubled per failed attempt. */
+export const DEFAULT_RETRY_INITIAL_MS = 1000
+
+/** Ceiling of the reconnect delay, in ms: a server back after a long outage is found within half a minute. */
+export const DEFAULT_RETRY_MAX_MS = 30_000
+
+/** Most 2025-era sessions per server at once: bounds memory against clients that never send DELETE. */
+export const DEFAULT_MAX_SESSIONS = 1000
+
+/** Idle time after which a 2025-era session is closed, in ms (30 minutes). */
+export const DEFAULT_SESSION_IDLE_MS = 30 * 60_000
+
+/** Largest request body, in bytes: Fastify's own default (1 MiB). */
+export const DEFAULT_BODY_LIMIT = 1024 * 1024
+
+/** Between a server's name and its tool's or prompt's on the aggregated endpoint `/mcp`. */
+export const DEFAULT_SEPARATOR = '_'
+
+/** The package's own version, read from its package.json (two levels up once built). */
+function packageVersion (): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    const file = join(dir, 'package.json')
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string, version?: string }
+      if (pkg.name === 'fastify-mcp-gateway' && pkg.version !== undefined) return pkg.version
+    }
+    const parent = dirname(dir)
+    if (parent === dir) return '0.0.0'
+    dir = parent
+  }
+}
+
+/** How the gateway names itself to MCP clients and upstream servers, and in its OpenAPI document. */
+export const GATEWAY_INFO = { name: 'fastify-mcp-gateway', version: packageVersion() } as const

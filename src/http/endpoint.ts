@@ -1,0 +1,186 @@
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
+import {
+  classifyInboundRequest,
+  createMcpHandler,
+  McpServer,
+  type JSONRPCNotification,
+  type JSONRPCRequest,
+  type McpHttpHandler,
+  type McpRequestContext,
+  type Server
+} from '@modelcontextprotocol/server'
+import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
+import type { McpConnection } from '../connections/connection.js'
+import { checkParamHeaders, HEADER_MISMATCH, toolParamHeaders } from '../mcp/param-headers.js'
+import type { CallPipeline } from '../pipeline/pipeline.js'
+import { Lanes } from './lanes.js'
+import { SessionTable } from './sessions.js'
+import { hijack, rejectJsonRpc } from './sse.js'
+
+export interface StreamableHttpOptions {
+  /** No 2025-era sessions: every request is answered on its own (the seed's mode). */
+  stateless: boolean
+  /** Never upgrade a 2025-era session POST to SSE; mid-call messages go to the GET stream. */
+  jsonResponse: boolean
+  /** Most 2025-era sessions kept at once; a new `initialize` beyond it answers 503. */
+  maxSessions: number
+  /** A session with no request for this long is closed. */
+  sessionIdleMs: number
+  /** Largest request body, in bytes; the same bound Fastify applies to the route. */
+  bodyLimit: number
+  /**
+   * The filters every call passes; the endpoint puts them in front of each server instance
+   * it builds. Absent for a connection that runs them itself for each member it dispatches
+   * to (the aggregate), so a call passes them once, under the member's own names.
+   */
+  pipeline?: CallPipeline
+  log: FastifyBaseLogger
+}
+
+/**
+ * Serves one mounted server over Streamable HTTP, both protocol eras on one URL. It
+ * classifies each request and hands it to one of three ways of answering:
+ *
+ * - a shared lane (`lanes.ts`): ordinary stateless requests (2026-07-28 ones, and 2025-era
+ *   ones with `stateless`), answered on one long-lived connection per era;
+ * - a 2025-era session (`sessions.ts`): `Mcp-Session-Id`, GET stream, DELETE, server→client
+ *   requests;
+ * - the SDK's `createMcpHandler` for everything else (initialize, `server/discover`,
+ *   `subscriptions/listen`, batches, malformed requests), so clients get the SDK's own
+ *   answers. Its per-request instances come from a pool: a closed instance is disconnected
+ *   and reusable, and is never shared by two requests at once.
+ */
+export class StreamableHttpEndpoint {
+  #connection: McpConnection
+  #options: StreamableHttpOptions
+  #handler: McpHttpHandler
+  #nodeHandler: NodeMcpRequestHandler
+  #lanes: Lanes
+  #sessions: SessionTable
+  #pools: Record<'legacy' | 'modern', Array<McpServer | Server>> = { legacy: [], modern: [] }
+  #closing = false
+
+  constructor (connection: McpConnection, options: StreamableHttpOptions) {
+    this.#connection = connection
+    this.#options = options
+    this.#handler = createMcpHandler(ctx => this.#pooledServer(ctx), {
+      legacy: options.stateless ? 'stateless' : 'reject',
+      maxRequestBodySize: options.bodyLimit,
+      onerror: err => { options.log.debug({ err }, 'mcp request rejected') }
+    })
+    this.#nodeHandler = toNodeHandler(this.#handler, {
+      maxRequestBodySize: options.bodyLimit,
+      onerror: err => { options.log.error({ err }, 'mcp handler failed') }
+    })
+    this.#lanes = new Lanes(connection, {
+      stateless: options.stateless,
+      pipeline: options.pipeline,
+      publish: message => { this.#publish(message) },
+      log: options.log
+    })
+    this.#sessions = new SessionTable(connection, {
+      jsonResponse: options.jsonResponse,
+      maxSessions: options.maxSessions,
+      sessionIdleMs: options.sessionIdleMs,
+      pipeline: options.pipeline,
+      log: options.log
+    })
+  }
+
+  get sessionCount (): number { return this.#sessions.size }
+
+  #pooledServer (ctx: McpRequestContext): McpServer | Server {
+    const pool = this.#pools[ctx.era]
+    const reused = pool.pop()
+    if (reused !== undefined) return reused
+    const created = this.#connection.createServer(ctx, 'shared')
+    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'shared' }) ?? created
+    const protocol = server instanceof McpServer ? server.server : server
+    // createMcpHandler chains its own onclose in front of this one and restores it after
+    // the exchange, so this runs once each time the instance is released.
+    const own = protocol.onclose
+    protocol.onclose = () => {
+      own?.()
+      if (!this.#closing && !pool.includes(server)) pool.push(server)
+    }
+    return server
+  }
+
+  /** Handles POST, GET and DELETE on `/<server>/mcp`. */
+  async handle (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const headers = request.headers
+    const route = classifyInboundRequest({
+      httpMethod: request.method,
+      body: request.body,
+      ...(typeof headers['mcp-protocol-version'] === 'string' && { protocolVersionHeader: headers['mcp-protocol-version'] }),
+      ...(typeof headers['mcp-method'] === 'string' && { mcpMethodHeader: headers['mcp-method'] }),
+      ...(typeof headers['mcp-name'] === 'string' && { mcpNameHeader: headers['mcp-name'] })
+    })
+    if (route.kind === 'modern' && route.messageKind === 'request' && route.message.method === 'tools/call' && this.#rejectParamHeaders(route.message, request, reply)) return
+    const lane = this.#lanes.laneFor(route, request)
+    if (lane !== undefined) {
+      await this.#lanes.serve(lane, request.body as JSONRPCRequest, request, reply)
+      return
+    }
+    if (route.kind !== 'legacy' || this.#options.stateless) {
+      const { raw, res } = hijack(request, reply)
+      // The SDK entry passes `req.auth` on to handlers as `ctx.http.authInfo`.
+      if (request.identity !== undefined) (raw as typeof raw & { auth?: unknown }).auth = request.identity
+      await this.#nodeHandler(raw, res, request.body)
+      return
+    }
+    await this.#sessions.handle(request, reply)
+  }
+
+  /**
+   * Checks a 2026-07-28 `tools/call` against the `Mcp-Param-*` headers its tool declares
+   * and answers a disagreement (400, -32020); true when it did. The SDK checks them only for
+   * its own `McpServer`, and a relayed server is not one, so the gateway checks every tool
+   * here, against the tool list of the moment (an upstream's may change).
+   */
+  #rejectParamHeaders (message: JSONRPCRequest, request: FastifyRequest, reply: FastifyReply): boolean {
+    const name = message.params?.name
+    const tool = this.#connection.tools().find(candidate => candidate.name === name)
+    if (tool === undefined) return false
+    const declared = toolParamHeaders(tool)
+    if (declared.length === 0) return false
+    const mismatch = checkParamHeaders(declared, message.params?.arguments, request.headers)
+    if (mismatch === undefined) return false
+    this.#options.log.debug({ mismatch: mismatch.data.mismatch }, 'mcp request rejected')
+    rejectJsonRpc(reply, 400, HEADER_MISMATCH, mismatch.message, message.id, mismatch.data)
+    return true
+  }
+
+  #publish (message: JSONRPCNotification): void {
+    const notify = this.#handler.notify
+    switch (message.method) {
+      case 'notifications/tools/list_changed': notify.toolsChanged(); break
+      case 'notifications/prompts/list_changed': notify.promptsChanged(); break
+      case 'notifications/resources/list_changed': notify.resourcesChanged(); break
+      case 'notifications/resources/updated':
+        if (typeof message.params?.uri === 'string') notify.resourceUpdated(message.params.uri)
+        break
+    }
+  }
+
+  /**
+   * First step of shutdown (preClose): refuse new sessions and end the streams that would
+   * never end on their own (sessions' GET streams, `subscriptions/listen` streams), so the
+   * server can close. Calls in flight are left to finish.
+   */
+  async closeStreams (): Promise<void> {
+    this.#closing = true
+    this.#sessions.closeStreams()
+    await this.#handler.close()
+  }
+
+  /** Last step of shutdown (onClose), once in-flight requests are done: release everything. */
+  async close (): Promise<void> {
+    await this.closeStreams()
+    await this.#sessions.close()
+    await this.#lanes.close()
+    const pooled = [...this.#pools.legacy, ...this.#pools.modern]
+    this.#pools = { legacy: [], modern: [] }
+    await Promise.allSettled(pooled.map(s => s.close()))
+  }
+}

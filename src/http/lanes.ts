@@ -1,0 +1,205 @@
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
+import {
+  CLIENT_CAPABILITIES_META_KEY,
+  CLIENT_INFO_META_KEY,
+  isJSONRPCRequest,
+  PROTOCOL_VERSION_META_KEY,
+  type InboundClassificationOutcome,
+  type JSONRPCMessage,
+  type JSONRPCNotification,
+  type JSONRPCRequest,
+  type McpServer,
+  type RequestId,
+  type Server
+} from '@modelcontextprotocol/server'
+import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
+import type { McpConnection } from '../connections/connection.js'
+import { GATEWAY_INFO } from '../defaults.js'
+import { JsonRpcCode } from '../errors.js'
+import { carryAuthInfo, interceptHandlers } from '../mcp/handlers.js'
+import { MultiplexTransport } from '../mcp/multiplex-transport.js'
+import type { CallPipeline } from '../pipeline/pipeline.js'
+import { acceptsJsonAndSse, hijack, isSupportedLegacyVersion, sseFrame, startSse } from './sse.js'
+
+/**
+ * Plain request/response methods: no stream of their own, no server state between calls.
+ * Only these take a shared lane; everything else (initialize, server/discover,
+ * subscriptions/listen, notifications, logging/setLevel, batches) goes to the SDK's HTTP
+ * entry, which owns those semantics.
+ */
+const SHARED_LANE_METHODS = new Set([
+  'ping', 'tools/list', 'tools/call', 'prompts/list', 'prompts/get',
+  'resources/list', 'resources/templates/list', 'resources/read', 'completion/complete'
+])
+/** 2026-07-28 removed `ping`; the SDK entry gives the 404 the revision asks for. */
+const MODERN_LANE_METHODS = new Set([...SHARED_LANE_METHODS].filter(method => method !== 'ping'))
+
+/**
+ * HTTP status of a 2026-07-28 error answer, as the SDK entry gives it: errors are in-band
+ * (200) except a missing client capability (400) and a method with no handler, which the
+ * entry rejects before dispatch (404). 2025-era errors are always 200.
+ */
+const MODERN_ERROR_STATUS: Record<number, number> = { [JsonRpcCode.MethodNotFound]: 404, [JsonRpcCode.MissingRequiredClientCapability]: 400 }
+
+/**
+ * Modern revisions the shared lane serves. The SDK does not export its own list; a revision
+ * not named here simply takes the SDK entry, which answers it from that list.
+ */
+const LANE_MODERN_REVISIONS = new Set(['2026-07-28'])
+
+/** The request field `Mcp-Name` mirrors, per method (2026-07-28 standard headers). */
+const NAMED_PARAM: Record<string, string> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' }
+
+/** A long-lived SDK connection pinned to one protocol era, shared by stateless requests. */
+export interface Lane {
+  era: 'legacy' | 'modern'
+  mux: MultiplexTransport
+  handle: StdioServerHandle
+}
+
+export interface LaneOptions {
+  /** Whether 2025-era stateless requests may take a lane (the server is mounted `stateless`). */
+  stateless: boolean
+  pipeline: CallPipeline | undefined
+  /** Where the list changes a modern lane's instance announces go (the SDK entry's listen streams). */
+  publish: (notification: JSONRPCNotification) => void
+  log: FastifyBaseLogger
+}
+
+/**
+ * The shared lanes of one mounted server: one long-lived server connection per protocol era,
+ * opened with the SDK's own era-pinning entry (`serveStdio`, which takes any transport) over
+ * a multiplexing transport, answering every ordinary stateless request of that era. The
+ * SDK's stateless HTTP entry builds a server instance per request, its dominant cost; a lane
+ * builds one for its life.
+ *
+ * Known difference on a lane: handlers see no `ctx.http.req` (the HTTP request), as under
+ * stdio; `ctx.http.authInfo` carries the caller, as it does in sessions.
+ */
+export class Lanes {
+  #connection: McpConnection
+  #options: LaneOptions
+  #lanes = new Map<string, Lane>()
+
+  constructor (connection: McpConnection, options: LaneOptions) {
+    this.#connection = connection
+    this.#options = options
+  }
+
+  /**
+   * The shared lane for this request, when it may take one: a plain request whose
+   * transport-level checks (Accept, protocol version, standard headers) all hold. Anything
+   * irregular goes to the SDK entry, so clients get the SDK's own answers to bad requests.
+   */
+  laneFor (route: InboundClassificationOutcome, request: FastifyRequest): Lane | undefined {
+    if (!acceptsJsonAndSse(request)) return undefined
+    const version = request.headers['mcp-protocol-version']
+    if (route.kind === 'modern') {
+      if (route.messageKind !== 'request') return undefined
+      const message = route.message
+      const revision = route.classification.revision
+      if (revision === undefined || !LANE_MODERN_REVISIONS.has(revision) || version !== revision) return undefined
+      if (!MODERN_LANE_METHODS.has(message.method) || request.headers['mcp-method'] !== message.method) return undefined
+      const named = NAMED_PARAM[message.method]
+      if (named !== undefined && request.headers['mcp-name'] !== message.params?.[named]) return undefined
+      return this.#lane(revision, 'modern')
+    }
+    if (route.kind !== 'legacy' || !this.#options.stateless || request.method !== 'POST') return undefined
+    if (!isJSONRPCRequest(request.body) || !SHARED_LANE_METHODS.has(request.body.method)) return undefined
+    if (!isSupportedLegacyVersion(version)) return undefined
+    return this.#lane('legacy', 'legacy')
+  }
+
+  #lane (key: string, era: 'legacy' | 'modern'): Lane {
+    let lane = this.#lanes.get(key)
+    if (lane === undefined) {
+      // A list change announced by the shared instance reaches the 2026-07-28 clients
+      // listening for it on `subscriptions/listen` streams, which the SDK entry serves.
+      const mux = new MultiplexTransport({ onUnrelated: message => { this.#options.publish(message) } })
+      const handle = serveStdio(ctx => this.#instance(ctx, mux), {
+        transport: mux,
+        legacy: era === 'modern' ? 'reject' : 'serve',
+        onerror: err => { this.#options.log.debug({ err }, 'mcp lane error') }
+      })
+      if (era === 'modern') {
+        // Under this entry a 2026-07-28 instance's list changes go only to listen
+        // subscriptions on its own connection, so the gateway holds one open for the
+        // lifetime of the lane and passes what arrives to the HTTP listen streams.
+        mux.request({
+          jsonrpc: '2.0',
+          id: 0,
+          method: 'subscriptions/listen',
+          params: {
+            notifications: { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true },
+            _meta: {
+              [PROTOCOL_VERSION_META_KEY]: key,
+              [CLIENT_INFO_META_KEY]: GATEWAY_INFO,
+              [CLIENT_CAPABILITIES_META_KEY]: {}
+            }
+          }
+        }, { respond () {}, notify () {} })
+      }
+      lane = { era, mux, handle }
+      this.#lanes.set(key, lane)
+    }
+    return lane
+  }
+
+  #instance (ctx: Parameters<McpConnection['createServer']>[0], mux: MultiplexTransport): McpServer | Server {
+    const server = this.#connection.createServer(ctx, 'shared')
+    const servedBy = { server: this.#connection.name, scope: 'shared' as const, requestIdOf: (id: RequestId) => mux.originOf(id)?.requestId, authInfoOf: (id: RequestId) => mux.originOf(id)?.authInfo }
+    return this.#options.pipeline?.wrapServer(server, servedBy) ?? interceptHandlers(server, (_method, handler) => carryAuthInfo(handler, servedBy.authInfoOf))
+  }
+
+  /** Answers one request on a lane: JSON, or SSE once the server sends a related notification. */
+  async serve (lane: Lane, message: JSONRPCRequest, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const res = reply.raw
+    let streaming = false
+    let done = false
+    let id = 0
+    await new Promise<void>(resolve => {
+      const onClose = (): void => {
+        if (done) return
+        done = true
+        lane.mux.cancel(id, 'the HTTP client disconnected')
+        resolve()
+      }
+      res.once('close', onClose)
+      // Only what someone reads is carried: the caller for the handler, the request id for the pipeline.
+      const identity = request.identity
+      const origin = identity !== undefined || this.#options.pipeline?.active === true
+        ? { requestId: request.id, ...(identity !== undefined && { authInfo: identity }) }
+        : undefined
+      id = lane.mux.request(message, {
+        ...(origin !== undefined && { origin }),
+        notify: (notification: JSONRPCMessage) => {
+          if (done) return
+          if (!streaming) {
+            streaming = true
+            hijack(request, reply)
+            startSse(res)
+          }
+          res.write(sseFrame(notification))
+        },
+        respond: (response: JSONRPCMessage) => {
+          if (done) return
+          done = true
+          res.off('close', onClose)
+          if (streaming) {
+            res.end(sseFrame(response))
+          } else {
+            const status = lane.era === 'modern' && 'error' in response ? MODERN_ERROR_STATUS[response.error.code] ?? 200 : 200
+            void reply.code(status).type('application/json').send(JSON.stringify(response))
+          }
+          resolve()
+        }
+      })
+    })
+  }
+
+  async close (): Promise<void> {
+    const lanes = [...this.#lanes.values()]
+    this.#lanes.clear()
+    await Promise.allSettled(lanes.map(lane => lane.handle.close()))
+  }
+}

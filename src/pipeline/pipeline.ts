@@ -1,0 +1,277 @@
+import type { AuthInfo, McpServer, RequestId, Result, Server, ServerContext } from '@modelcontextprotocol/server'
+import type { CallContext, CallGate, CallMethod, ListMethod, ServerScope } from '../connections/connection.js'
+import {
+  CallError,
+  InternalError,
+  InvalidOptionsError,
+  isGatewayError,
+  PromptNotFoundError,
+  ResourceNotFoundError,
+  ToolNotFoundError,
+  ToolTimeoutError,
+  toJsonRpcError
+} from '../errors.js'
+import { carryAuthInfo, interceptHandlers, type Handler } from '../mcp/handlers.js'
+
+// The call pipeline: the one place every request to a mounted server passes, whatever the way
+// in (REST, a server's own MCP endpoint in either protocol era, the aggregated `/mcp`), so a
+// check placed here holds on every path at once. Authorization, rate limits, metrics and traces
+// are filters of it.
+//
+// Filters run in a fixed order, whatever the order they were added in:
+//   1. `allows`  (authorization): one decision for listing an item and for calling it, so the
+//      two never disagree; a refused call answers exactly like an unknown name and never
+//      reaches the server (platformatic/mcp's `canAccessTool`).
+//   2. `admit`   (admission: rate limits): runs only for calls authorization let through, so a
+//      denied call spends no quota; throws a catalogue error (429) to refuse.
+//   3. the call itself.
+//   4. `observe` (metrics, traces, audit): sees every call's outcome and duration, refusals
+//      included; it never changes the answer: its failure is logged and swallowed.
+// The chain is composed once, when the gateway is ready (`freeze`); with no filter at all
+// nothing is wrapped and the hot paths are what they were without a pipeline.
+
+export type { CallContext, CallGate, CallMethod, ListMethod, WayIn } from '../connections/connection.js'
+
+export type Outcome = 'ok' | 'tool_error' | 'denied' | 'rate_limited' | 'failed' | 'timeout'
+
+export interface CallOutcome {
+  outcome: Outcome
+  durationMs: number
+  /** The failure, for outcomes other than ok and tool_error. */
+  error?: unknown
+}
+
+export interface CallFilter {
+  /** Names the filter in logs. */
+  readonly name: string
+  /** Whether the caller may see and call this item (`call.name` is always set). Must not throw. */
+  allows?: (call: CallContext) => boolean
+  /** Before a call reaches the server: throw a catalogue error to refuse it. */
+  admit?: (call: CallContext) => void | Promise<void>
+  /** After every call, refusals included. Its failure never changes the answer. */
+  observe?: (call: CallContext, outcome: CallOutcome) => void
+}
+
+/** Where an observer's failure is reported. */
+export interface PipelineLog {
+  warn (object: Record<string, unknown>, message: string): void
+}
+
+/** The call of a list item: what `allows` is asked about each item of a list. */
+const ITEM_CALL: Record<ListMethod, CallMethod> = {
+  'tools/list': 'tools/call',
+  'prompts/list': 'prompts/get',
+  'resources/list': 'resources/read',
+  'resources/templates/list': 'resources/read'
+}
+/** Where a list result keeps its items, and which field of an item names it. */
+const LIST_ITEMS: Record<ListMethod, { key: string, name: string }> = {
+  'tools/list': { key: 'tools', name: 'name' },
+  'prompts/list': { key: 'prompts', name: 'name' },
+  'resources/list': { key: 'resources', name: 'uri' },
+  'resources/templates/list': { key: 'resourceTemplates', name: 'uriTemplate' }
+}
+const CALLS = new Set<string>(['tools/call', 'prompts/get', 'resources/read', 'resources/subscribe'])
+
+export function isListMethod (method: string): method is ListMethod {
+  return method in LIST_ITEMS
+}
+export function isCallMethod (method: string): method is CallMethod {
+  return CALLS.has(method)
+}
+
+/** What a refused call answers: exactly what an unknown name answers. */
+function unknownItem (call: CallContext): Error {
+  const name = call.name ?? ''
+  switch (call.method) {
+    case 'tools/call': return new ToolNotFoundError(name, call.server)
+    case 'prompts/get': return new PromptNotFoundError(name, call.server)
+    default: return new ResourceNotFoundError(name, call.server)
+  }
+}
+
+function outcomeOf (call: CallContext, result: unknown): Outcome {
+  return call.method === 'tools/call' && (result as { isError?: unknown } | undefined)?.isError === true ? 'tool_error' : 'ok'
+}
+
+function failureOf (err: unknown): Outcome {
+  if (err instanceof ToolTimeoutError || (err instanceof CallError && err.code === 'REQUEST_TIMEOUT')) return 'timeout'
+  if (isGatewayError(err) && err.statusCode === 429) return 'rate_limited'
+  return 'failed'
+}
+
+
+/** How a server instance built for an MCP endpoint is reached. */
+export interface ServedBy {
+  /** The mounted server's name. */
+  server: string
+  /** A session's own instance, or one shared by stateless requests. */
+  scope: ServerScope
+  /** The HTTP request id of a JSON-RPC request in flight on this instance, where the transport knows it. */
+  requestIdOf?: (id: RequestId) => string | undefined
+  /** The caller of a request in flight, for a transport that cannot hand it to the SDK itself. */
+  authInfoOf?: (id: RequestId) => AuthInfo | undefined
+}
+
+export class CallPipeline implements CallGate {
+  #filters: CallFilter[] = []
+  #frozen = false
+  #allows: Array<(call: CallContext) => boolean> = []
+  #admits: Array<(call: CallContext) => void | Promise<void>> = []
+  #observers: CallFilter[] = []
+  #log: PipelineLog | undefined
+
+  constructor (log?: PipelineLog) {
+    this.#log = log
+  }
+
+  /** Adds a filter; only before the gateway is ready, since the chain is composed once. */
+  add (filter: CallFilter): void {
+    if (this.#frozen) throw new InvalidOptionsError(`call filter '${filter.name}' added after the gateway was ready`)
+    this.#filters.push(filter)
+  }
+
+  /** Composes the chain; called once, when the gateway is ready. */
+  freeze (): void {
+    if (this.#frozen) return
+    this.#frozen = true
+    for (const filter of this.#filters) {
+      if (filter.allows !== undefined) this.#allows.push(filter.allows)
+      if (filter.admit !== undefined) this.#admits.push(filter.admit)
+      if (filter.observe !== undefined) this.#observers.push(filter)
+    }
+  }
+
+  /** Whether any filter is registered: without one, nothing needs to pass through. */
+  get active (): boolean {
+    return this.#filters.length > 0
+  }
+
+  /** Whether the caller may see and call the item `call` names. */
+  allows (call: CallContext): boolean {
+    for (const allows of this.#allows) {
+      // A decision that throws denies, as a policy that cannot decide must.
+      try {
+        if (!allows(call)) return false
+      } catch {
+        return false
+      }
+    }
+    return true
+  }
+
+  /**
+   * Runs one call through the filters. A refusal by `allows` or `admit` is thrown before the
+   * server is reached, shaped for the way in by `refuse` (REST keeps the catalogue error).
+   */
+  async call<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error = err => err): Promise<T> {
+    if (!this.active) return await run()
+    const started = performance.now()
+    const refusal = await this.#refusal(call)
+    if (refusal !== undefined) {
+      this.#observe(call, { ...refusal, durationMs: performance.now() - started })
+      throw refuse(refusal.error)
+    }
+    return await this.#timed(call, started, run, result => outcomeOf(call, result))
+  }
+
+  /** Why the filters refuse a call, or nothing when it may go on. */
+  async #refusal (call: CallContext): Promise<{ outcome: Outcome, error: Error } | undefined> {
+    if (!this.allows(call)) return { outcome: 'denied', error: unknownItem(call) }
+    try {
+      for (const admit of this.#admits) await admit(call)
+    } catch (err) {
+      return { outcome: failureOf(err), error: err instanceof Error ? err : new InternalError() }
+    }
+    return undefined
+  }
+
+  /** A list result without the items the caller may not see; the result itself when nothing is hidden. */
+  list<R extends Record<string, unknown>> (call: CallContext & { method: ListMethod }, result: R): R {
+    if (this.#allows.length === 0) return result
+    const { key, name } = LIST_ITEMS[call.method]
+    const items = result[key]
+    if (!Array.isArray(items)) return result
+    const item: CallContext = { ...call, method: ITEM_CALL[call.method] }
+    const visible = items.filter(entry => this.allows({ ...item, name: String((entry as Record<string, unknown>)[name]) }))
+    return visible.length === items.length ? result : { ...result, [key]: visible }
+  }
+
+  /** Runs a list request through the filters: observed, and its items filtered. */
+  async listed<R extends Record<string, unknown>> (call: CallContext & { method: ListMethod }, run: () => Promise<R>): Promise<R> {
+    if (!this.active) return await run()
+    return this.list(call, await this.#timed(call, performance.now(), run, () => 'ok'))
+  }
+
+  /** Runs the call itself, then tells the observers how it went. */
+  async #timed<T> (call: CallContext, started: number, run: () => Promise<T>, outcome: (result: T) => Outcome): Promise<T> {
+    let result: T
+    try {
+      result = await run()
+    } catch (err) {
+      this.#observe(call, { outcome: failureOf(err), durationMs: performance.now() - started, error: err })
+      throw err
+    }
+    this.#observe(call, { outcome: outcome(result), durationMs: performance.now() - started })
+    return result
+  }
+
+  #observe (call: CallContext, outcome: CallOutcome): void {
+    for (const observer of this.#observers) {
+      try {
+        observer.observe?.(call, outcome)
+      } catch (err) {
+        this.#log?.warn({ err, filter: observer.name }, 'call observer failed')
+      }
+    }
+  }
+
+  /**
+   * Puts the pipeline in front of an SDK server instance built for an MCP endpoint (a
+   * session's, a shared lane's, or one of the SDK entry's): its calls and lists pass the
+   * filters with the server's name and the way in (see `interceptHandlers` for how, and what
+   * it relies on). Without a filter nothing is wrapped, but for putting back the caller's
+   * identity where the transport lost it (`authInfoOf`, the shared lanes).
+   */
+  wrapServer<S extends McpServer | Server> (instance: S, servedBy: ServedBy): S {
+    const { authInfoOf } = servedBy
+    if (!this.active) return authInfoOf === undefined ? instance : interceptHandlers(instance, (_method, handler) => carryAuthInfo(handler, authInfoOf))
+    return interceptHandlers(instance, (method, handler) => {
+      const filtered = isCallMethod(method) ? this.#wrapCall(method, handler, servedBy) : isListMethod(method) ? this.#wrapList(method, handler, servedBy) : handler
+      // The caller is put back first, so the filters see it too.
+      return authInfoOf === undefined ? filtered : carryAuthInfo(filtered, authInfoOf)
+    })
+  }
+
+  #wrapCall (method: CallMethod, handler: Handler, servedBy: ServedBy): Handler {
+    return async (request, ctx) => {
+      const params = request.params as Record<string, unknown> | undefined
+      const call: CallContext = {
+        ...contextOf(servedBy, ctx),
+        method,
+        name: String(method === 'tools/call' || method === 'prompts/get' ? params?.name : params?.uri),
+        ...(params?.arguments !== undefined && { arguments: params.arguments as Record<string, unknown> })
+      }
+      return await this.call(call, async () => await handler(request, ctx), err => toJsonRpcError(err, servedBy.server))
+    }
+  }
+
+  #wrapList (method: ListMethod, handler: Handler, servedBy: ServedBy): Handler {
+    return async (request, ctx) => {
+      const call = { ...contextOf(servedBy, ctx), method }
+      return await this.listed(call, async () => await handler(request, ctx) as Record<string, unknown>) as Result
+    }
+  }
+}
+
+/** The way in and the caller of a request an SDK server instance handles. */
+function contextOf (servedBy: ServedBy, ctx: ServerContext): Omit<CallContext, 'method'> {
+  const identity = ctx.http?.authInfo
+  const requestId = servedBy.requestIdOf?.(ctx.mcpReq.id)
+  return {
+    server: servedBy.server,
+    way: servedBy.scope === 'session' ? 'mcp-2025-session' : ctx.mcpReq.envelope !== undefined ? 'mcp-2026' : 'mcp-2025-stateless',
+    ...(identity !== undefined && { identity }),
+    ...(requestId !== undefined && { requestId })
+  }
+}
