@@ -10,17 +10,14 @@ import {
 } from '@modelcontextprotocol/client'
 import type { Progress } from '@modelcontextprotocol/client'
 import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
-import {
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  DEFAULT_RETRY_INITIAL_MS,
-  DEFAULT_RETRY_MAX_MS,
-  DEFAULT_TIMEOUT_MS
-} from '../defaults.js'
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from '../defaults.js'
 import { CallError, fromSdkError, invalidParams } from '../errors.js'
 import { paramHeaderValues, toolParamHeaders } from '../mcp/param-headers.js'
 import { allPages, askDownstream, legacyParams, LIST_CHANGED } from '../mcp/protocol.js'
 import { relayServer } from '../mcp/relay-server.js'
+import { Backoff } from './backoff.js'
 import type { ListKind, McpConnection, McpMessage, RelayOptions, RelaySession, ServerScope, ServerState } from './connection.js'
+import { ModernLink } from './modern-link.js'
 import { closeLink, openLink, type Link, type LinkEvents, type UpstreamTransport } from './upstream-link.js'
 
 export type { UpstreamTransport } from './upstream-link.js'
@@ -51,8 +48,6 @@ export interface UpstreamOptions {
  * the SDK's per-call lookup of one) would only double the cost of every call.
  */
 const PASSTHROUGH = { '~standard': { version: 1 as const, vendor: 'fastify-mcp-gateway', validate: (value: unknown) => ({ value: value as Record<string, unknown> }) } }
-/** How long 2026-07-28 requests take the 2025-era link after their own link failed. */
-const MODERN_RETRY_MS = 30_000
 /** The longest delay a Node timer takes; the gateway runs its own timeouts (see `request`). */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -79,10 +74,9 @@ export class UpstreamConnection implements McpConnection {
   #state: ServerState = 'starting'
   #failure: string | undefined
   #shared: Link | undefined
-  /** The link for 2026-07-28 requests (see `#modernLink`), once the first one opened it. */
-  #modern: Promise<Link | undefined> | undefined
-  /** No modern link before this time: its last one failed, or the upstream speaks only 2025. */
-  #modernRetryAt = 0
+  /** The link for 2026-07-28 requests, opened on the first one. */
+  #modern: ModernLink
+  #backoff: Backoff
   /** Where every link of this upstream reports (see `upstream-link.ts`). */
   #events: LinkEvents = {
     ask: async (link, request) => await this.#ask(link, request),
@@ -100,9 +94,6 @@ export class UpstreamConnection implements McpConnection {
   #instructions: string | undefined
   #tools: Tool[] = []
   #subscriptions = new Map<string, number>()
-  #attempt = 0
-  #retryAt: number | undefined
-  #retryTimer: NodeJS.Timeout | undefined
   #closing = false
   #starting: Promise<void> | undefined
   /** Progress routes of requests in flight, by the progress token the gateway gave them. */
@@ -113,13 +104,14 @@ export class UpstreamConnection implements McpConnection {
     this.name = name
     this.#options = options
     this.#log = options.log
+    this.#backoff = new Backoff(options.retry)
+    this.#modern = new ModernLink(onClosed => this.#open(undefined, {}, true, onClosed), options.log)
   }
 
   get state (): ServerState { return this.#state }
   get failure (): string | undefined { return this.#failure }
   get retryAfter (): number | undefined {
-    if (this.#state !== 'down' || this.#retryAt === undefined) return undefined
-    return Math.max(1, Math.ceil((this.#retryAt - Date.now()) / 1000))
+    return this.#state === 'down' ? this.#backoff.retryAfter : undefined
   }
 
   /** The shared connection's child process, for stdio upstreams that are up. */
@@ -159,11 +151,10 @@ export class UpstreamConnection implements McpConnection {
       throw err
     }
     this.#shared = link
-    this.#modernRetryAt = 0
+    this.#modern.reset()
     this.#state = 'up'
     this.#failure = undefined
-    this.#attempt = 0
-    this.#retryAt = undefined
+    this.#backoff.reset()
     this.#subscriptions.clear()
   }
 
@@ -172,22 +163,13 @@ export class UpstreamConnection implements McpConnection {
     if (this.#closing) return
     this.#state = 'down'
     this.#failure = reason
-    if (this.#retryTimer !== undefined) return
-    const retry = this.#options.retry ?? {}
-    const initialMs = retry.initialMs ?? DEFAULT_RETRY_INITIAL_MS
-    // A first delay above the default ceiling raises the ceiling to it.
-    const delay = Math.min(initialMs * 2 ** this.#attempt, retry.maxMs ?? Math.max(DEFAULT_RETRY_MAX_MS, initialMs))
-    this.#attempt++
-    this.#retryAt = Date.now() + delay
-    this.#log?.warn({ reason, retryInMs: delay }, 'upstream mcp server is down')
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = undefined
+    const delay = this.#backoff.schedule(() => {
       this.#connectShared().then(() => {
         this.#log?.info({ tools: this.#tools.map(tool => tool.name) }, 'upstream mcp server is back')
         for (const kind of ['tools', 'prompts', 'resources'] as const) this.#changed(kind)
       }, err => { this.#down(err instanceof Error ? err.message : String(err)) })
-    }, delay)
-    this.#retryTimer.unref()
+    })
+    if (delay !== undefined) this.#log?.warn({ reason, retryInMs: delay }, 'upstream mcp server is down')
   }
 
   /**
@@ -300,7 +282,7 @@ export class UpstreamConnection implements McpConnection {
     if (this.#state !== 'up') {
       throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}${this.#failure === undefined ? '' : `: ${this.#failure}`}`)
     }
-    const modern = options.modern === true && !own ? await this.#modernLink() : undefined
+    const modern = options.modern === true && !own ? await this.#modern.get() : undefined
     const link = own ? await this.#sessionLink(options.session as RelaySession) : modern ?? this.#shared
     if (link === undefined) throw new CallError('NOT_CONNECTED', `Server '${this.name}' is down`)
     // What a 2026-07-28 request carries means nothing to a 2025-era upstream.
@@ -362,7 +344,7 @@ export class UpstreamConnection implements McpConnection {
           this.#shared = undefined
           this.#down(error.message)
         }
-        if (link === modern) this.#modern = undefined
+        if (link === modern) this.#modern.drop(link)
         link.client.close().catch(() => {})
       }
       throw error
@@ -374,48 +356,6 @@ export class UpstreamConnection implements McpConnection {
       }
       link.inflight.delete(key)
     }
-  }
-
-  /**
-   * The link for 2026-07-28 requests, opened on the first one. A 2026-07-28 upstream
-   * answers on it as it would its own clients: an `input_required` result goes back to the
-   * client that asked, and the retry carries the answers, so nothing has to be routed.
-   *
-   * Undefined while the upstream speaks only 2025 (the shared link then serves 2026-07-28
-   * clients too, and an upstream question to them is refused) or while a failed attempt
-   * waits to be tried again. For stdio this is a second child process: a stdio connection
-   * speaks one protocol era for its life.
-   */
-  async #modernLink (): Promise<Link | undefined> {
-    if (this.#modern === undefined) {
-      if (Date.now() < this.#modernRetryAt) return undefined
-      // Only a link taken as the modern one reacts to its end: closing a 2025-era verdict's
-      // link must not replace that verdict with a retry time.
-      let taken = false
-      const opening: Promise<Link | undefined> = this.#open(undefined, {}, true, () => {
-        if (!taken || this.#modern !== opening) return
-        // Ended under the gateway (the child exited): 2026-07-28 requests take the 2025-era
-        // link for a while rather than starting a child each, should it keep failing.
-        this.#modern = undefined
-        this.#modernRetryAt = Date.now() + MODERN_RETRY_MS
-      }).then(async link => {
-        taken = link.client.getProtocolEra() === 'modern'
-        if (taken) return link
-        // A 2025-era upstream stays one until the shared link reconnects (#connectShared).
-        this.#log?.info('upstream mcp server speaks no 2026-07-28: its 2025-era connection serves 2026-07-28 clients')
-        this.#modernRetryAt = Infinity
-        await closeLink(link)
-        return undefined
-      }, err => {
-        this.#log?.warn({ err }, 'opening a 2026-07-28 connection to the upstream mcp server failed')
-        this.#modernRetryAt = Date.now() + MODERN_RETRY_MS
-        return undefined
-      })
-      this.#modern = opening
-    }
-    const link = await this.#modern
-    if (link === undefined && this.#modern !== undefined) this.#modern = undefined
-    return link
   }
 
   /**
@@ -449,17 +389,14 @@ export class UpstreamConnection implements McpConnection {
   async close (): Promise<void> {
     this.#closing = true
     this.#state = 'closed'
-    clearTimeout(this.#retryTimer)
-    this.#retryTimer = undefined
+    this.#backoff.cancel()
     const links = [...this.#sessionLinks.values()]
     this.#sessionLinks.clear()
     const shared = this.#shared
     this.#shared = undefined
-    const modern = this.#modern
-    this.#modern = undefined
     await Promise.allSettled([
       shared === undefined ? undefined : closeLink(shared),
-      modern?.then(link => link === undefined ? undefined : closeLink(link)),
+      this.#modern.close(),
       ...links.map(async link => { await closeLink(await link) }),
       ...this.#closingLinks
     ])

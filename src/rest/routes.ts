@@ -138,12 +138,15 @@ class RestCalls {
     reply.raw.once('close', onClose)
     const args = (request.body ?? {}) as Record<string, unknown>
     request.log.debug({ tool, args }, 'tool call')
+    const identity = request.identity
+    const call = async (): Promise<CallToolResult> => await connection.callTool(tool, args, {
+      signal: controller.signal,
+      timeoutMs,
+      ...(identity !== undefined && { authInfo: identity })
+    })
     try {
-      const result = await pipeline.call(this.#context(request, 'tools/call', tool, args), async () => await connection.callTool(tool, args, {
-        signal: controller.signal,
-        timeoutMs,
-        ...(request.identity !== undefined && { authInfo: request.identity })
-      }))
+      // The hot path of the REST shim: no context is built while no filter would read it.
+      const result = pipeline.active ? await pipeline.call(this.#context(request, 'tools/call', tool, args), call) : await call()
       if (result.isError === true) return await reply.code(TOOL_ERROR_STATUS).send({ ...result, code: TOOL_ERROR_CODE })
       return result
     } catch (err) {
