@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { STATUS_CODES } from 'node:http'
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import type { AuthInfo } from '@modelcontextprotocol/server'
-import { ServerRegistry } from '../src/connections/registry.js'
-import { GATEWAY_INFO } from '../src/defaults.js'
+import { ServerRegistry, type MountedServer } from '../src/connections/registry.js'
+import { DEFAULT_DRAIN_TIMEOUT_MS, GATEWAY_INFO } from '../src/defaults.js'
 import {
   BadRequestError,
   BodyTooLargeError,
@@ -19,11 +18,14 @@ import {
   jsonRpcCodeFor,
   RouteNotFoundError,
   ServerNotFoundError,
+  ShuttingDownError,
   UnsupportedMediaTypeError,
   type GatewayError
 } from '../src/errors.js'
+import { DEFAULT_MAX_JSON_DEPTH, jsonBodyParser } from '../src/http/json-body.js'
+import { errorBody } from '../src/http/server-options.js'
 import { CallPipeline, type CallFilter } from '../src/pipeline/pipeline.js'
-import { ErrorBody, ReadyBody } from '../src/rest/schemas.js'
+import { ErrorBody, ReadyBody, ServerReadyBody } from '../src/rest/schemas.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -33,6 +35,10 @@ declare module 'fastify' {
     callPipeline: CallPipeline
     /** OpenAPI component schemas contributed by mounted servers (tool `$defs`). */
     openApiComponents: Map<string, Record<string, unknown>>
+    /** Deepest JSON nesting a request body may have (the core option `maxJsonDepth`); the MCP routes' own parser reads it. */
+    maxJsonDepth: number
+    /** Whether the gateway is draining, and what to cancel when the drain times out. */
+    gatewayShutdown: Shutdown
   }
   interface FastifyRequest {
     /** Who is calling, once authenticated; handlers of in-process servers see it as `ctx.http.authInfo`. */
@@ -51,9 +57,27 @@ export interface CorePluginOptions {
   version?: string
   /** Filters of the call pipeline, in addition to those plugins add before the gateway is ready. */
   filters?: CallFilter[]
+  /** Deepest nesting of arrays and objects in a JSON body; deeper is a 400. Default `DEFAULT_MAX_JSON_DEPTH` (64), see src/http/json-body.ts. */
+  maxJsonDepth?: number
+  /**
+   * Longest wait, in ms, for calls in flight when shutdown begins; then they are cancelled,
+   * each answered with an error. Default `DEFAULT_DRAIN_TIMEOUT_MS`.
+   */
+  drainTimeoutMs?: number
 }
 
-const ReadyDescription = 'Readiness: every mounted server and its state; 503 while any server is down.'
+/** The gateway's shutdown as the mounted servers see it. */
+export interface Shutdown {
+  /** Set once shutdown has begun: new requests are refused, `/ready` answers 503. */
+  readonly draining: boolean
+  /** Runs when the drain timeout passes with calls still in flight: cancel them. */
+  onDrainTimeout (abort: () => void | Promise<void>): void
+}
+
+/** After cancelling what was in flight at the drain timeout: time for those answers to be sent before connections are cut. */
+const CUT_AFTER_CANCEL_MS = 500
+
+const ReadyDescription = 'Readiness for a load balancer: 200 while the gateway serves (servers that are down are listed, status `degraded`); 503 while it drains for shutdown or while a server marked `required` is down.'
 
 /**
  * The gateway's cross-cutting parts: the OpenAPI document and its two viewers, one error
@@ -73,6 +97,13 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
   // every endpoint is closed before the connections behind it.
   app.addHook('onClose', async () => { await registry.close() })
   app.addSchema(ErrorBody)
+
+  // Every route inherits this parser: a body is checked for UTF-8 and nesting depth before
+  // anything (JSON.parse, validation, the SDK) recurses over it.
+  const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH
+  app.decorate('maxJsonDepth', maxJsonDepth)
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, jsonBodyParser(app, { maxDepth: maxJsonDepth }))
 
   // Registered before any route, so every route (the tools of each server) is documented.
   await app.register(swagger, {
@@ -111,6 +142,17 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     }
   }, async () => ({ status: 'ok' as const }))
 
+  // Readiness is for load balancers: one server that cannot start must not take every healthy
+  // one out of rotation, so a server that is down degrades the gateway (200, listed) unless
+  // the config marks it `required`.
+  const statusOf = ({ name, connection, required }: MountedServer): Static<typeof ServerReadyBody> => ({
+    name,
+    state: connection.state,
+    ...(required === true && { required }),
+    tools: connection.tools().length,
+    ...(connection.failure !== undefined && { error: connection.failure }),
+    ...(connection.retryAfter !== undefined && { retryAfter: connection.retryAfter })
+  })
   app.get('/ready', {
     schema: {
       tags: ['gateway'],
@@ -119,25 +161,67 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       response: { 200: ReadyBody, 503: ReadyBody }
     }
   }, async (_request, reply) => {
-    const servers = registry.connections().map(connection => ({
-      name: connection.name,
-      state: connection.state,
-      tools: connection.tools().length,
-      ...(connection.failure !== undefined && { error: connection.failure }),
-      ...(connection.retryAfter !== undefined && { retryAfter: connection.retryAfter })
-    }))
-    const ready = servers.every(server => server.state === 'up')
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'degraded', servers })
+    const servers = registry.servers().map(statusOf)
+    const status = shutdown.draining
+      ? 'draining'
+      : servers.some(server => server.required === true && server.state !== 'up')
+        ? 'unavailable'
+        : servers.every(server => server.state === 'up') ? 'ready' : 'degraded'
+    return reply.code(status === 'ready' || status === 'degraded' ? 200 : 503).send({ status, servers })
+  })
+  app.get('/ready/:server', {
+    schema: {
+      tags: ['gateway'],
+      operationId: 'readyServer',
+      summary: 'Readiness of one server: 200 while it is up, 503 while it is not (or the gateway drains); for a load balancer that routes to one server\'s prefix.',
+      params: Type.Object({ server: Type.String() }),
+      response: { 200: ServerReadyBody, 503: ServerReadyBody }
+    }
+  }, async (request, reply) => {
+    const mounted = registry.get((request.params as { server: string }).server)
+    if (mounted === undefined) throw new ServerNotFoundError((request.params as { server: string }).server)
+    const status = statusOf(mounted)
+    return reply.code(status.state === 'up' && !shutdown.draining ? 200 : 503).send(status)
   })
 
-  // Graceful shutdown: Node's server.close() closes the connections idle at that moment, but
-  // a keep-alive connection whose request was still in flight becomes idle afterwards and
-  // would hold close() up for Fastify's 72 s keep-alive timeout. Once shutdown begins, a
-  // connection idles for one millisecond at most.
-  app.addHook('preClose', async () => { app.server.keepAliveTimeout = 1 })
+  // Shutdown, in this order: new requests on open connections are refused (503 with
+  // `Connection: close`, so clients reconnect elsewhere; /health and /ready still answer),
+  // calls in flight get `drainTimeoutMs` to finish, then whatever is left is cancelled by the
+  // mounted servers (a JSON-RPC error on its stream, `notifications/cancelled` upstream), and
+  // only then do the connections to the servers close (onClose).
+  const drainTimeoutMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
+  const aborts: Array<() => void | Promise<void>> = []
+  let draining = false
+  const shutdown: Shutdown = {
+    get draining () { return draining },
+    onDrainTimeout (abort) { aborts.push(abort) }
+  }
+  app.decorate('gatewayShutdown', shutdown)
+  // After the body is parsed, so an MCP client's refusal carries its request id.
+  app.addHook('preValidation', async (request) => {
+    if (draining && request.routeOptions.url !== '/health' && request.routeOptions.url !== '/ready' && request.routeOptions.url !== '/ready/:server') throw new ShuttingDownError()
+  })
+  let drainTimer: NodeJS.Timeout | undefined
+  app.addHook('preClose', async () => {
+    draining = true
+    // Node's server.close() closes the connections idle at that moment, but a keep-alive
+    // connection whose request was still in flight becomes idle afterwards and would hold
+    // close() up for Fastify's 72 s keep-alive timeout: once shutdown begins, a connection
+    // idles for one millisecond at most.
+    app.server.keepAliveTimeout = 1
+    drainTimer = setTimeout(() => {
+      app.log.warn({ drainTimeoutMs }, 'calls still in flight after the drain timeout: cancelling them')
+      for (const abort of aborts) Promise.resolve().then(abort).catch(err => { app.log.warn({ err }, 'cancelling calls in flight failed') })
+      // Whatever is left (a request the SDK's own entry holds) has its connection closed,
+      // once the answers just written have had a moment to leave.
+      setTimeout(() => { app.server.closeAllConnections() }, CUT_AFTER_CANCEL_MS).unref()
+    }, drainTimeoutMs).unref()
+  })
+  app.addHook('onClose', async () => { clearTimeout(drainTimer) })
 
   app.setNotFoundHandler(async (request) => {
-    const [, server, kind] = new URL(request.url, 'http://gateway').pathname.split('/')
+    // Split rather than parsed with `new URL`, which throws on paths such as `//[`.
+    const [, server, kind] = request.url.split('?')[0].split('/')
     if (server !== undefined && (kind === 'tools' || kind === 'mcp') && !registry.has(server)) {
       throw new ServerNotFoundError(server)
     }
@@ -147,10 +231,19 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
     const gatewayError = toGatewayError(error, request)
     const statusCode = gatewayError.statusCode ?? 500
-    if (statusCode >= 500) {
+    // A refusal is the client's business, and the catalogue's 503s are states rather than
+    // faults (a server down logs its own state change once, at warn; draining; full): none is
+    // worth a stack per request, which flooded the log while a server was down. Only faults
+    // are errors.
+    if (statusCode >= 500 && statusCode !== 503) {
       request.log.error({ err: error }, 'request failed')
+    } else if (statusCode === 503) {
+      request.log.debug({ code: gatewayError.code, message: gatewayError.message }, 'request refused for now')
+    } else if (error.code === 'ECONNRESET') {
+      // The client went away while its body was being read: there is nobody to answer.
+      request.log.debug({ code: error.code, message: error.message }, 'request aborted by the client')
     } else {
-      request.log.info({ err: gatewayError }, 'request rejected')
+      request.log.info({ code: gatewayError.code, message: gatewayError.message }, 'request rejected')
     }
     if (gatewayError.headers !== undefined) void reply.headers(gatewayError.headers)
     return sendError(request, reply, gatewayError)
@@ -204,13 +297,7 @@ async function sendError (request: FastifyRequest, reply: FastifyReply, error: G
     const id = typeof body?.id === 'string' || typeof body?.id === 'number' ? body.id : null
     return reply.send({ jsonrpc: '2.0', error: { code: jsonRpcCodeFor(statusCode), message: error.message, data: { code: error.code } }, id })
   }
-  return reply.send({
-    statusCode,
-    code: error.code,
-    error: STATUS_CODES[statusCode] ?? 'Error',
-    message: error.message,
-    ...(error.details !== undefined && { details: error.details })
-  })
+  return reply.send(errorBody(error))
 }
 
 const REDOC_PAGE = `<!DOCTYPE html>

@@ -9,9 +9,10 @@ import {
 } from '@modelcontextprotocol/server'
 import type { McpConnection, ServerFactory } from '../src/connections/connection.js'
 import { InProcessConnection } from '../src/connections/in-process.js'
-import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS, DEFAULT_TIMEOUT_MS } from '../src/defaults.js'
+import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_BATCH_LENGTH, DEFAULT_MAX_LISTEN_LIFETIME_MS, DEFAULT_MAX_LISTEN_STREAMS, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_STREAM_LIFETIME_MS, DEFAULT_SESSION_IDLE_MS, DEFAULT_TIMEOUT_MS } from '../src/defaults.js'
 import { ForbiddenHostError, InvalidOptionsError, unavailable } from '../src/errors.js'
 import { StreamableHttpEndpoint } from '../src/http/endpoint.js'
+import { jsonBodyParser } from '../src/http/json-body.js'
 import { registerRestRoutes } from '../src/rest/routes.js'
 
 const OptionsSchema = Type.Object({
@@ -23,16 +24,26 @@ const OptionsSchema = Type.Object({
   jsonResponse: Type.Optional(Type.Boolean()),
   /** Per-call timeout of a REST call, in ms. Default `DEFAULT_TIMEOUT_MS`. */
   timeoutMs: Type.Optional(Type.Integer({ minimum: 1 })),
-  /** Most 2025-era sessions at once. Default `DEFAULT_MAX_SESSIONS`. */
+  /** Most 2025-era sessions at once; beyond it the least recently used one without a call in flight is closed. Default `DEFAULT_MAX_SESSIONS`. */
   maxSessions: Type.Optional(Type.Integer({ minimum: 1 })),
-  /** Idle time after which a session is closed, in ms. Default `DEFAULT_SESSION_IDLE_MS`. */
+  /** Idle time after which a session is closed, in ms; an open GET stream is not activity. Default `DEFAULT_SESSION_IDLE_MS`. */
   sessionIdleMs: Type.Optional(Type.Integer({ minimum: 1000 })),
+  /** Longest life of a session's GET stream, in ms; the client reconnects. Default `DEFAULT_MAX_STREAM_LIFETIME_MS`. */
+  maxStreamLifetimeMs: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Longest life of a 2026-07-28 `subscriptions/listen` stream, in ms; the client re-subscribes. Default `DEFAULT_MAX_LISTEN_LIFETIME_MS`. */
+  maxListenLifetimeMs: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Most `subscriptions/listen` streams open at once on this endpoint. Default `DEFAULT_MAX_LISTEN_STREAMS`. */
+  maxListenStreams: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Most messages in a JSON-RPC batch from a 2025-03-26 client (later revisions have no batches). Default `DEFAULT_MAX_BATCH_LENGTH`. */
+  maxBatchLength: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Largest request body in bytes. Default `DEFAULT_BODY_LIMIT`. */
   bodyLimit: Type.Optional(Type.Integer({ minimum: 1 })),
   /** Host header names accepted (DNS rebinding protection); `*` accepts any. Default: localhost, 127.0.0.1, [::1], for the default loopback bind. */
   allowedHosts: Type.Optional(Type.Array(Type.String())),
   /** Origin hostnames accepted from browsers; `*` accepts any. Requests without Origin pass. Default: localhost-class. */
   allowedOrigins: Type.Optional(Type.Array(Type.String())),
+  /** The gateway is not ready (`/ready` 503) while this server is down. Default `false`: a server that is down degrades the gateway, which keeps serving the others. */
+  required: Type.Optional(Type.Boolean()),
   /** Serve only `/mcp`: no REST routes, not in the registry. Default `false`; the aggregated endpoint sets it, its servers being registered themselves. */
   endpointOnly: Type.Optional(Type.Boolean())
 })
@@ -72,7 +83,7 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   const connection = givenConnection ?? new InProcessConnection(name, factory as ServerFactory)
   const registry = app.mcpRegistry
 
-  if (!endpointOnly) registry.add({ name, prefix: app.prefix, connection })
+  if (!endpointOnly) registry.add({ name, prefix: app.prefix, connection, ...(plain.required === true && { required: true }) })
   // A server that fails to start is marked down and its routes answer 503; the gateway and
   // every other server keep serving.
   try {
@@ -87,6 +98,10 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     jsonResponse: plain.jsonResponse ?? false,
     maxSessions: plain.maxSessions ?? DEFAULT_MAX_SESSIONS,
     sessionIdleMs: plain.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS,
+    maxStreamLifetimeMs: plain.maxStreamLifetimeMs ?? DEFAULT_MAX_STREAM_LIFETIME_MS,
+    maxListenLifetimeMs: plain.maxListenLifetimeMs ?? DEFAULT_MAX_LISTEN_LIFETIME_MS,
+    maxListenStreams: plain.maxListenStreams ?? DEFAULT_MAX_LISTEN_STREAMS,
+    maxBatchLength: plain.maxBatchLength ?? DEFAULT_MAX_BATCH_LENGTH,
     bodyLimit,
     // The aggregate passes each call through the pipeline itself, under its member's names.
     ...(!endpointOnly && { pipeline: app.callPipeline }),
@@ -106,6 +121,11 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     if (connection.state !== 'up') throw unavailable({ server: name, state: connection.state, failure: connection.failure, retryAfter: connection.retryAfter })
   })
 
+  let rest: { cancelInFlight: () => void } | undefined
+  app.gatewayShutdown.onDrainTimeout(() => {
+    endpoint.cancelInFlight()
+    rest?.cancelInFlight()
+  })
   // In-flight SSE streams would keep onClose waiting: end them first.
   app.addHook('preClose', async () => { await endpoint.closeStreams() })
   app.addHook('onClose', async () => {
@@ -119,19 +139,15 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   await app.register(async (mcp) => {
     // A GET or DELETE may carry `content-type: application/json` and no body; Fastify would
     // reject that as an empty JSON body. An empty POST still fails: the SDK answers it.
-    const parseJson = mcp.getDefaultJsonParser('error', 'error')
     mcp.removeContentTypeParser('application/json')
-    mcp.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-      if (body === '') done(null, undefined)
-      else parseJson(request, body as string, done)
-    })
+    mcp.addContentTypeParser('application/json', { parseAs: 'buffer' }, jsonBodyParser(mcp, { maxDepth: app.maxJsonDepth, emptyIsUndefined: true }))
     mcp.post('/mcp', mcpRoute, handleMcp)
     mcp.get('/mcp', mcpRoute, handleMcp)
     mcp.delete('/mcp', mcpRoute, handleMcp)
   })
 
   if (endpointOnly) return
-  registerRestRoutes(app, { name, connection, pipeline: app.callPipeline, timeoutMs, bodyLimit })
+  rest = registerRestRoutes(app, { name, connection, pipeline: app.callPipeline, timeoutMs, bodyLimit })
 }
 
 function checkHostAndOrigin (request: FastifyRequest, allowedHosts: string[], allowedOrigins: string[]): void {

@@ -32,6 +32,8 @@ export interface GatewayOptions {
   title?: string
   /** Filters of the call pipeline that every call to a mounted server passes (see src/pipeline). */
   filters?: CallFilter[]
+  /** Longest wait for calls in flight at shutdown before they are cancelled, in ms. Default 10000. */
+  drainTimeoutMs?: number
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -46,7 +48,8 @@ export function builtinEntries (factories: Record<string, ServerFactory> = built
 async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
   await app.register(core, {
     ...(options.title !== undefined && { title: options.title }),
-    ...(options.filters !== undefined && { filters: options.filters })
+    ...(options.filters !== undefined && { filters: options.filters }),
+    ...(options.drainTimeoutMs !== undefined && { drainTimeoutMs: options.drainTimeoutMs })
   })
   const config = options.config
   const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config)
@@ -86,6 +89,7 @@ async function configEntries (app: FastifyInstance, config: GatewayConfig): Prom
       name: server.name,
       ...(server.prefix !== undefined && { prefix: server.prefix }),
       ...(server.stateless !== undefined && { stateless: server.stateless }),
+      ...(server.required !== undefined && { required: server.required }),
       ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
       ...await reach(app, server)
     })
@@ -123,6 +127,8 @@ async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ fac
           ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
           ...(server.connectTimeoutMs !== undefined && { connectTimeoutMs: server.connectTimeoutMs }),
           ...(server.retry !== undefined && { retry: server.retry }),
+          ...(server.maxIsolated !== undefined && { maxIsolated: server.maxIsolated }),
+          ...(server.isolatedIdleMs !== undefined && { isolatedIdleMs: server.isolatedIdleMs }),
           log: app.log.child({ mcpServer: server.name })
         })
       }

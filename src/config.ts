@@ -15,6 +15,8 @@ interface CommonServerConfig {
   /** Where the server is mounted; the caller defaults it to `/<name>`. */
   prefix?: string
   stateless?: boolean
+  /** The gateway is not ready (`/ready` 503) while this server is down. */
+  required?: boolean
   timeoutMs?: number
   /** Kept in `servers` so the caller can say it skipped it. */
   disabled?: boolean
@@ -25,6 +27,10 @@ interface CommonServerConfig {
   connectTimeoutMs?: number
   /** Reconnect backoff of an upstream: the first delay, doubled per failure up to `maxMs`. */
   retry?: { initialMs?: number, maxMs?: number }
+  /** With `isolation: "session"`: most per-session upstream connections (child processes, for stdio) at once. */
+  maxIsolated?: number
+  /** With `isolation: "session"`: a per-session upstream connection unused this long is closed (and reopened on the session's next request). */
+  isolatedIdleMs?: number
 }
 export interface StdioServerConfig extends CommonServerConfig { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
 export interface RemoteServerConfig extends CommonServerConfig { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
@@ -62,9 +68,9 @@ const RESERVED = ['/docs', '/redoc', '/health', '/ready', '/mcp', '/tools']
 const TRANSPORTS = new Map<unknown, 'stdio' | 'http' | 'sse'>([
   ['stdio', 'stdio'], ['http', 'http'], ['streamable-http', 'http'], ['streamable_http', 'http'], ['streamableHttp', 'http'], ['sse', 'sse']
 ])
-const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation']
+const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'required', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation', 'maxIsolated', 'isolatedIdleMs']
 /** Fields about an upstream's connection, which in-process servers do not have. */
-const UPSTREAM_FIELDS = ['tools', 'isolation', 'connectTimeoutMs', 'retry']
+const UPSTREAM_FIELDS = ['tools', 'isolation', 'connectTimeoutMs', 'retry', 'maxIsolated', 'isolatedIdleMs']
 const KIND_FIELDS: Record<Kind, string[]> = {
   stdio: ['command', 'args', 'env', 'cwd'], http: ['url', 'headers'], sse: ['url', 'headers'], builtin: ['builtin'], module: ['module', 'export']
 }
@@ -150,14 +156,17 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
   }
 
   const at = (field: string): string => `${path}.${field}`
-  const { prefix, timeoutMs, connectTimeoutMs, isolation } = entry
+  const { prefix, timeoutMs, connectTimeoutMs, isolation, maxIsolated, isolatedIdleMs } = entry
   if (typeof prefix === 'string' && !PREFIX.test(prefix)) {
     report(ctx, at('prefix'), `must start with '/', not end with '/' and have no spaces (got ${show(prefix)})`)
   }
-  for (const [field, value] of [['timeoutMs', timeoutMs], ['connectTimeoutMs', connectTimeoutMs]] as const) {
+  for (const [field, value] of [['timeoutMs', timeoutMs], ['connectTimeoutMs', connectTimeoutMs], ['isolatedIdleMs', isolatedIdleMs]] as const) {
     if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 1)) {
       report(ctx, at(field), `must be a whole number of milliseconds, at least 1 (got ${show(value)})`)
     }
+  }
+  if (maxIsolated !== undefined && !(Number.isInteger(maxIsolated) && (maxIsolated as number) >= 1)) {
+    report(ctx, at('maxIsolated'), `must be a whole number, at least 1 (got ${show(maxIsolated)})`)
   }
   // In-process servers have no upstream to connect, share or start per session, and their
   // own endpoint serves every tool they define, so a filter there could not be kept.
@@ -171,12 +180,15 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
   const common = defined({
     prefix: string(prefix, at('prefix'), ctx),
     stateless: boolean(entry.stateless, at('stateless'), ctx),
+    required: boolean(entry.required, at('required'), ctx),
     timeoutMs: timeoutMs as number | undefined,
     connectTimeoutMs: connectTimeoutMs as number | undefined,
     disabled: boolean(entry.disabled, at('disabled'), ctx),
     tools: parseTools(entry.tools, at('tools'), ctx),
     retry: inProcess ? undefined : parseRetry(entry.retry, at('retry'), ctx),
-    isolation: isolation as Isolation | undefined
+    isolation: isolation as Isolation | undefined,
+    maxIsolated: maxIsolated as number | undefined,
+    isolatedIdleMs: isolatedIdleMs as number | undefined
   })
 
   // The field that chose the kind, interpolated before it is checked so the check sees what

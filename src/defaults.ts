@@ -24,14 +24,56 @@ export const DEFAULT_RETRY_INITIAL_MS = 1000
 /** Ceiling of the reconnect delay, in ms: a server back after a long outage is found within half a minute. */
 export const DEFAULT_RETRY_MAX_MS = 30_000
 
+/**
+ * Most per-session upstream connections of one server with `isolation: "session"` at once
+ * (child processes, for stdio): without a bound, one client sending `initialize` in a loop
+ * starts a process each time. Sixteen users of one server at once fit a small host.
+ */
+export const DEFAULT_MAX_ISOLATED = 16
+
+/**
+ * Idle time after which a per-session upstream connection is closed, in ms (5 minutes): it
+ * frees the slot and the process of a client that went away without ending its session; the
+ * session's next request opens it again.
+ */
+export const DEFAULT_ISOLATED_IDLE_MS = 5 * 60_000
+
 /** Most 2025-era sessions per server at once: bounds memory against clients that never send DELETE. */
 export const DEFAULT_MAX_SESSIONS = 1000
 
 /** Idle time after which a 2025-era session is closed, in ms (30 minutes). */
 export const DEFAULT_SESSION_IDLE_MS = 30 * 60_000
 
+/**
+ * Longest life of a 2025-era session's GET stream, in ms (10 minutes). A held stream is not
+ * activity: ending it now and then lets an abandoned session go idle, and the client simply
+ * reconnects (SEP-1699 lets a server close a stream; 2025-11-25 clients get a `retry:` hint).
+ */
+export const DEFAULT_MAX_STREAM_LIFETIME_MS = 10 * 60_000
+
+/**
+ * Longest life of a 2026-07-28 `subscriptions/listen` stream, in ms (10 minutes): a client
+ * that went away without closing its socket frees its slot, a live one re-subscribes.
+ */
+export const DEFAULT_MAX_LISTEN_LIFETIME_MS = 10 * 60_000
+
+/** Most `subscriptions/listen` streams open at once per endpoint: the SDK's own default. */
+export const DEFAULT_MAX_LISTEN_STREAMS = 1024
+
+/**
+ * Most messages in one JSON-RPC batch, for 2025-03-26 clients (the only revision with
+ * batches): a batch fans out into that many calls at once, so one POST cannot start thousands.
+ */
+export const DEFAULT_MAX_BATCH_LENGTH = 100
+
 /** Largest request body, in bytes: Fastify's own default (1 MiB). */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024
+
+/**
+ * Longest wait for calls in flight when the gateway shuts down, in ms: a load balancer has
+ * long stopped sending new requests by then, and most tool calls are done.
+ */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000
 
 /** Between a server's name and its tool's or prompt's on the aggregated endpoint `/mcp`. */
 export const DEFAULT_SEPARATOR = '_'

@@ -100,6 +100,22 @@ export const ForbiddenHostError = createError<[detail: string]>(
 export const BadRequestError = createError<[detail: string]>(
   'GW_ERR_BAD_REQUEST', '%s', 400)
 
+/** A body that nests arrays and objects deeper than the limit; refused before anything recurses over it. */
+export const JsonTooDeepError = createError<[maxDepth: number]>(
+  'GW_ERR_JSON_TOO_DEEP', 'Request body nests JSON deeper than %d levels', 400)
+
+/** A body whose bytes are not UTF-8 (JSON is UTF-8, RFC 8259 §8.1); refused rather than read with U+FFFD in their place. */
+export const InvalidUtf8Error = createError(
+  'GW_ERR_INVALID_UTF8', 'Request body is not valid UTF-8', 400)
+
+/** Request headers over the server's `maxHeaderSize`; answered by the client error handler (src/http/server-options.ts). */
+export const HeadersTooLargeError = createError<[limit: number]>(
+  'GW_ERR_HEADERS_TOO_LARGE', 'Request headers are larger than the limit of %d bytes', 431)
+
+/** A request (headers and body) not received within the server's request timeout: a slow or stalled client. */
+export const RequestTimeoutError = createError<[ms: number]>(
+  'GW_ERR_REQUEST_TIMEOUT', 'The request was not received within %d ms', 408)
+
 /** The server answered the request with a JSON-RPC error of its own (bad params and the like). */
 export const UpstreamRejectedError = createError<[server: string, detail: string]>(
   'GW_ERR_UPSTREAM_REJECTED', "Server '%s' rejected the request: %s", 400)
@@ -130,8 +146,46 @@ export class ServerUnavailableError extends ServerUnavailableBase implements Gat
   }
 }
 
+const ShuttingDownBase = createError(
+  'GW_ERR_SHUTTING_DOWN', 'The gateway is shutting down: retry on another instance', 503)
+
+/** A request that arrives while the gateway drains: the client closes this connection and goes elsewhere. */
+export class ShuttingDownError extends ShuttingDownBase implements GatewayError {
+  headers = { connection: 'close', 'retry-after': '1' }
+}
+
+const TooManySessionsBase = createError<[server: string, limit: number]>(
+  'GW_ERR_TOO_MANY_SESSIONS', "Server '%s' is at its limit of %d sessions, each with a call in flight", 503)
+
+/**
+ * A new 2025-era session when the table is full and no session can be evicted (each has a
+ * call in flight); `Retry-After` says when one is likely to be free.
+ */
+export class TooManySessionsError extends TooManySessionsBase implements GatewayError {
+  headers: Record<string, string>
+  constructor (server: string, limit: number, retryAfterSeconds: number) {
+    super(server, limit)
+    this.headers = { 'retry-after': String(retryAfterSeconds) }
+  }
+}
+
 export const ToolTimeoutError = createError<[tool: string, server: string, ms: number]>(
   'GW_ERR_TOOL_TIMEOUT', "Tool '%s' on server '%s' did not answer within %d ms", 504)
+
+const TooManyIsolatedBase = createError<[server: string, limit: number]>(
+  'GW_ERR_TOO_MANY_ISOLATED', "Server '%s' has its most per-session upstream connections open (%d, the entry's maxIsolated): try again later", 503)
+
+/**
+ * A session of a server with `isolation: "session"` needs its own upstream connection and the
+ * server has `maxIsolated` open; `Retry-After` says when an idle one is next closed.
+ */
+export class TooManyIsolatedError extends TooManyIsolatedBase implements GatewayError {
+  headers?: Record<string, string>
+  constructor (server: string, limit: number, retryAfterSeconds?: number) {
+    super(server, limit)
+    if (retryAfterSeconds !== undefined) this.headers = { 'retry-after': String(retryAfterSeconds) }
+  }
+}
 
 // --- Configuration and embedding (never an HTTP answer: they stop the boot) -------------
 

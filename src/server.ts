@@ -4,7 +4,12 @@ import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import gateway from './app.js'
 import { loadConfig, type GatewayConfig } from './config.js'
+import { limitConnections, serverOptions, type HttpLimits } from './http/server-options.js'
 import { builtinServers } from '../servers/index.js'
+import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults.js'
+
+/** After the drain timeout: time for cancelled calls to answer and children to stop. */
+const SHUTDOWN_MARGIN_MS = 5000
 
 const USAGE = `Usage: mcp-gateway [--config FILE] [--port N] [--host ADDR]
 
@@ -20,7 +25,7 @@ Options:
                    { "type": "sse", "url": "http://.../sse" }        legacy HTTP+SSE
                    { "builtin": "greet" }                            built-in server
                    { "module": "./server.js", "export": "default" }  in-process factory
-                 and may set prefix, stateless, timeoutMs, connectTimeoutMs, retry
+                 and may set prefix, stateless, required, timeoutMs, connectTimeoutMs, retry
                  ({ initialMs, maxMs }), disabled, isolation
                  ("shared" or "session") and tools: { allow: [...], deny: [...] }.
                  \${VAR} and \${VAR:-default} are read from the environment.
@@ -28,6 +33,10 @@ Options:
                  An invalid config exits with code 2 and starts nothing.
   --port N       Port to listen on (env PORT, default 3000)
   --host ADDR    Address to bind (env HOST, default 127.0.0.1)
+  --drain-timeout MS
+                 On SIGTERM or SIGINT, how long calls in flight may finish before
+                 they are cancelled (env DRAIN_TIMEOUT_MS, default 10000); a second
+                 signal exits at once
   -h, --help     Show this help
 
 Environment:
@@ -35,6 +44,12 @@ Environment:
   ALLOWED_HOSTS  Comma-separated Host names accepted on MCP and tool routes,
                  '*' for any (default: localhost, 127.0.0.1, [::1])
   ALLOWED_ORIGINS Comma-separated browser Origin hostnames accepted (default: localhost-class)
+  REQUEST_TIMEOUT_MS  Longest time to receive a whole request, headers and body; a
+                 slower client gets 408 and is disconnected (default 30000)
+  HEADERS_TIMEOUT_MS  Longest time to receive the headers (default 10000)
+  MAX_HEADER_SIZE     Largest request head in bytes; larger is a 431 (default 16384)
+  MAX_REQUESTS_PER_SOCKET  Requests per keep-alive connection, 0 for no limit (default 0)
+  MAX_CONNECTIONS     Most connections open at once; more are closed on accept (default 4096)
 `
 
 function fail (message: string, code = 2): never {
@@ -49,6 +64,7 @@ try {
       config: { type: 'string' },
       port: { type: 'string' },
       host: { type: 'string' },
+      'drain-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -64,6 +80,8 @@ if (args.help === true) {
 const port = Number(args.port ?? process.env.PORT ?? 3000)
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`invalid port '${args.port ?? process.env.PORT}'`)
 const host = args.host ?? process.env.HOST ?? '127.0.0.1'
+const drainTimeoutMs = Number(args['drain-timeout'] ?? process.env.DRAIN_TIMEOUT_MS ?? DEFAULT_DRAIN_TIMEOUT_MS)
+if (!Number.isInteger(drainTimeoutMs) || drainTimeoutMs < 0) fail(`invalid drain timeout '${args['drain-timeout'] ?? process.env.DRAIN_TIMEOUT_MS}'`)
 const list = (value: string | undefined): string[] | undefined => value?.split(',').map(s => s.trim()).filter(Boolean)
 const allowedHosts = list(process.env.ALLOWED_HOSTS)
 const allowedOrigins = list(process.env.ALLOWED_ORIGINS)
@@ -79,19 +97,39 @@ if (configFile !== undefined && configFile !== '') {
   for (const warning of config.warnings) process.stderr.write(`mcp-gateway: warning: ${warning}\n`)
 }
 
+const count = (name: string): number | undefined => {
+  const value = process.env[name]
+  if (value === undefined || value === '') return undefined
+  const parsed = Number(value)
+  if (!Number.isInteger(parsed) || parsed < 0) fail(`invalid ${name} '${value}' (expected a whole number)`)
+  return parsed
+}
+const limits: HttpLimits = {}
+for (const [key, name] of [
+  ['requestTimeoutMs', 'REQUEST_TIMEOUT_MS'],
+  ['headersTimeoutMs', 'HEADERS_TIMEOUT_MS'],
+  ['maxHeaderSize', 'MAX_HEADER_SIZE'],
+  ['maxRequestsPerSocket', 'MAX_REQUESTS_PER_SOCKET'],
+  ['maxConnections', 'MAX_CONNECTIONS']
+] as const) {
+  const value = count(name)
+  if (value !== undefined) limits[key] = value
+}
+
 const app = Fastify({
+  // Timeouts, size bounds and the answers to malformed HTTP: the same options the tests use.
+  ...serverOptions(limits),
   logger: {
     level: process.env.LOG_LEVEL ?? 'info',
     redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]']
-  },
-  requestIdHeader: 'x-request-id',
-  // Graceful shutdown: refuse new requests with 503, let in-flight ones finish.
-  return503OnClosing: true
+  }
 })
+limitConnections(app.server, limits)
 
 try {
   await app.register(gateway, {
     ...(config !== undefined && { config }),
+    drainTimeoutMs,
     defaults: {
       ...(allowedHosts !== undefined && { allowedHosts }),
       ...(allowedOrigins !== undefined && { allowedOrigins })
@@ -104,7 +142,10 @@ try {
 }
 
 
-closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+// The gateway cancels what is left at the drain timeout; the margin lets those calls answer,
+// sessions close and children stop before close-with-grace gives up (exit 1). A second
+// signal exits at once.
+closeWithGrace({ delay: drainTimeoutMs + SHUTDOWN_MARGIN_MS }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
   else app.log.info({ signal }, 'shutting down')
   await app.close()

@@ -1,13 +1,21 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import gateway, { type GatewayOptions } from '../src/app.js'
+import { limitConnections, serverOptions, type HttpLimits } from '../src/http/server-options.js'
 
-/** A gateway as the command builds it, minus logging and listening; closed when the test ends. */
-export async function build (t: Test, options: GatewayOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false })
+/** How a test's server differs from the command's: its HTTP limits, and a logger to read (default none). */
+export interface ServerSetup {
+  limits?: HttpLimits
+  logger?: FastifyServerOptions['logger']
+}
+
+/** A gateway as the command builds it (the same server options), minus logging and listening; closed when the test ends. */
+export async function build (t: Test, options: GatewayOptions = {}, setup: ServerSetup = {}): Promise<FastifyInstance> {
+  const app = Fastify({ ...serverOptions(setup.limits), logger: setup.logger ?? false })
+  limitConnections(app.server, setup.limits)
   await app.register(gateway, options)
   t.teardown(() => app.close())
   await app.ready()
@@ -15,8 +23,8 @@ export async function build (t: Test, options: GatewayOptions = {}): Promise<Fas
 }
 
 /** The same, listening on an ephemeral loopback port, for real HTTP clients. */
-export async function listen (t: Test, options: GatewayOptions = {}): Promise<{ app: FastifyInstance, base: string }> {
-  const app = await build(t, options)
+export async function listen (t: Test, options: GatewayOptions = {}, setup: ServerSetup = {}): Promise<{ app: FastifyInstance, base: string }> {
+  const app = await build(t, options, setup)
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('expected a TCP address')

@@ -84,7 +84,8 @@ export class InProcessConnection implements McpConnection {
       this.#tools = this.#initialized.capabilities.tools === undefined ? [] : await this.#listTools()
       this.#state = 'up'
     } catch (err) {
-      this.#failure = err instanceof Error ? err.message : String(err)
+      // The error's own text (a path, a connection string) goes to the log, never into an answer.
+      this.#failure = 'the server failed to start; see the log'
       await this.close().catch(() => {})
       this.#state = 'down'
       throw err

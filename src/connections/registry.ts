@@ -7,6 +7,8 @@ export interface MountedServer {
   /** Where its routes are: `/<name>` unless configured otherwise. */
   readonly prefix: string
   readonly connection: McpConnection
+  /** The gateway is not ready while this server is down (`/ready` answers 503). */
+  readonly required?: boolean
 }
 
 /**

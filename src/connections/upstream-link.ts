@@ -1,4 +1,4 @@
-import { createInterface } from 'node:readline'
+import type { ChildProcess } from 'node:child_process'
 import type { Readable, Writable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import {
@@ -14,6 +14,7 @@ import { GATEWAY_INFO } from '../defaults.js'
 import { CallError } from '../errors.js'
 import { LIST_CHANGED, QUESTIONS } from '../mcp/protocol.js'
 import type { Downstream, McpMessage, RelaySession } from './connection.js'
+import { describeExit, describeFailure, UpstreamFailure, type ChildExit, type Secrets } from './failure.js'
 
 // One client connection to an upstream server ("a link"): its transport, its child process
 // for stdio, and the write batching. What a link's messages mean (routing, state, backoff)
@@ -29,6 +30,8 @@ export interface Link {
   client: Client
   transport: Transport
   pid: number | undefined
+  /** How its child process ended, once it has (stdio only). */
+  exit: ChildExit | undefined
   /** Requests in flight, with the downstream client of each (undefined for REST calls). */
   inflight: Map<symbol, Downstream | undefined>
   /** Set for a session's own link: where unrelated messages go. */
@@ -57,6 +60,84 @@ export interface LinkOptions {
   /** Longest wait for the connection and its `initialize`. */
   connectTimeoutMs: number
   log: FastifyBaseLogger | undefined
+  /** The entry's secrets, masked in everything this link logs. */
+  secrets: Secrets
+  /** Where a child's stderr goes: the server's log and its tail. */
+  stderr: StderrLog | undefined
+}
+
+/** Longest stderr line kept, in bytes: a longer one is cut and marked, and no more of it is held. */
+const STDERR_LINE_BYTES = 8 * 1024
+/** Most stderr lines logged per second per server; the rest are counted, and the count logged. */
+const STDERR_LINES_PER_SECOND = 20
+/** Stderr lines kept per server for operators (`stderrTail()`), and logged with a failed start. */
+const STDERR_TAIL_LINES = 50
+/** Longest wait, after a failed start, for the rest of the dead child's stderr. */
+const STDERR_DRAIN_MS = 1000
+
+/** One line of a child's stderr. */
+interface StderrLine { text: string, truncated: boolean }
+
+/**
+ * A server's stderr, from all its children: the last lines, kept for operators, and the log,
+ * at most `STDERR_LINES_PER_SECOND` lines a second (a child that floods it is summed up in
+ * one line per second saying how many were dropped). Lines are masked as they are logged or
+ * read, never stored twice.
+ */
+export class StderrLog {
+  #log: FastifyBaseLogger | undefined
+  #secrets: Secrets
+  #tail: StderrLine[] = []
+  #windowStart = 0
+  #inWindow = 0
+  #dropped = 0
+  #timer: NodeJS.Timeout | undefined
+
+  constructor (log: FastifyBaseLogger | undefined, secrets: Secrets) {
+    this.#log = log
+    this.#secrets = secrets
+  }
+
+  /** Keeps a line in the tail. */
+  remember (line: StderrLine): void {
+    this.#tail.push(line)
+    if (this.#tail.length > STDERR_TAIL_LINES) this.#tail.shift()
+  }
+
+  /** Logs a line, unless this second's lines are used up. */
+  log (line: StderrLine): void {
+    const now = Date.now()
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now
+      this.#inWindow = 0
+    }
+    if (this.#inWindow < STDERR_LINES_PER_SECOND) {
+      this.#inWindow++
+      this.#log?.info({ stderr: this.#secrets.mask(line.text), ...(line.truncated && { truncated: true }) }, 'upstream mcp server stderr')
+      return
+    }
+    this.#dropped++
+    if (this.#timer !== undefined) return
+    this.#timer = setTimeout(() => { this.#reportDropped() }, Math.max(1, this.#windowStart + 1000 - now))
+    this.#timer.unref()
+  }
+
+  /** The last lines, masked, oldest first; a cut line ends with ` [truncated]`. */
+  tail (lines: readonly StderrLine[] = this.#tail): string[] {
+    return lines.map(line => this.#secrets.mask(line.text) + (line.truncated ? ' [truncated]' : ''))
+  }
+
+  close (): void {
+    clearTimeout(this.#timer)
+    this.#reportDropped()
+  }
+
+  #reportDropped (): void {
+    this.#timer = undefined
+    if (this.#dropped === 0) return
+    this.#log?.warn({ dropped: this.#dropped, limitPerSecond: STDERR_LINES_PER_SECOND }, 'upstream mcp server stderr lines dropped')
+    this.#dropped = 0
+  }
 }
 
 /** Child processes alive now, killed if the gateway's own process exits without closing them. */
@@ -88,13 +169,39 @@ export async function openLink (spec: UpstreamTransport, options: LinkOptions, e
     // answers back to the relay, which passes them on to the client they are for.
     ...(modern && { versionNegotiation: { mode: 'auto', probe: { timeoutMs: timeout } }, inputRequired: { autoFulfill: false } })
   })
-  const transport = upstreamTransport(spec, log)
-  const link: Link = { client, transport, pid: undefined, inflight: new Map(), session }
+  // What the child writes while it starts is held back: logged line by line once it is up,
+  // or as one entry with the failure if it does not come up (a crash at boot would
+  // otherwise log its stderr line by line at every retry).
+  let held: StderrLine[] | undefined = []
+  const onStderr = (line: StderrLine): void => {
+    options.stderr?.remember(line)
+    if (held === undefined) {
+      options.stderr?.log(line)
+      return
+    }
+    held.push(line)
+    if (held.length > STDERR_TAIL_LINES) held.shift()
+  }
+  const { transport, stderrEnded } = upstreamTransport(spec, onStderr)
+  const link: Link = { client, transport, pid: undefined, exit: undefined, inflight: new Map(), session }
+  let child: ChildProcess | undefined
+  if (transport instanceof StdioClientTransport) {
+    // The SDK's stdio transport forgets its child before it reports the close, so the exit
+    // code and signal are taken here, from the child it spawns in `start` (a private field;
+    // without it, failures say only that the process exited).
+    const start = transport.start.bind(transport)
+    transport.start = async () => {
+      const starting = start()
+      child = (transport as unknown as { _process?: ChildProcess })._process
+      child?.once('exit', (code, signal) => { link.exit = { code, signal } })
+      await starting
+    }
+  }
   client.onclose = () => {
     if (link.pid !== undefined) children.delete(link.pid)
     events.closed(link)
   }
-  client.onerror = err => { log?.debug({ err }, 'upstream mcp client error') }
+  client.onerror = err => { log?.debug({ err: options.secrets.error(err) }, 'upstream mcp client error') }
   // The SDK refuses a handler for a capability the client does not declare.
   for (const [capability, method] of Object.entries(QUESTIONS)) {
     if (capabilities[capability as keyof typeof QUESTIONS] === undefined) continue
@@ -110,9 +217,18 @@ export async function openLink (spec: UpstreamTransport, options: LinkOptions, e
   try {
     await withTimeout(client.connect(transport, { timeout }), timeout, `no answer to initialize within ${timeout} ms`)
   } catch (err) {
+    // Worded before the close, which ends a child that is still running.
+    let description = describeFailure(err, { exit: link.exit, starting: true })
+    if (link.exit !== undefined) description = `${describeExit(link.exit)} while starting (see the log)`
     await closeLink(link)
-    throw err
+    // A dead child's last words may still be in the pipe.
+    if (child?.pid !== undefined && stderrEnded !== undefined) await within(stderrEnded, STDERR_DRAIN_MS)
+    const stderr = held.length > 0 ? options.stderr?.tail(held) : undefined
+    held = undefined
+    throw new UpstreamFailure(description, options.secrets.error(err), stderr)
   }
+  for (const line of held) options.stderr?.log(line)
+  held = undefined
   if (transport instanceof StdioClientTransport && transport.pid !== null) {
     link.pid = transport.pid
     trackChild(transport.pid)
@@ -121,7 +237,7 @@ export async function openLink (spec: UpstreamTransport, options: LinkOptions, e
   return link
 }
 
-function upstreamTransport (spec: UpstreamTransport, log: FastifyBaseLogger | undefined): Transport {
+function upstreamTransport (spec: UpstreamTransport, onStderr: (line: StderrLine) => void): { transport: Transport, stderrEnded?: Promise<void> } {
   if (spec.kind === 'stdio') {
     const transport = new StdioClientTransport({
       command: spec.command,
@@ -132,15 +248,69 @@ function upstreamTransport (spec: UpstreamTransport, log: FastifyBaseLogger | un
     })
     // The child's stderr is its log: each line goes to the gateway's, under the server's name.
     const stderr = transport.stderr as Readable | null
-    if (stderr !== null) {
-      createInterface({ input: stderr }).on('line', line => { log?.info({ stderr: line }, 'upstream mcp server stderr') })
-    }
-    return transport
+    return { transport, ...(stderr !== null && { stderrEnded: readLines(stderr, onStderr) }) }
   }
-  const requestInit = { headers: spec.headers }
-  return spec.kind === 'sse'
-    ? new SSEClientTransport(new URL(spec.url), { requestInit, eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...spec.headers, ...(init?.headers as Record<string, string>) } }) } })
-    : new StreamableHTTPClientTransport(new URL(spec.url), { requestInit })
+  const { url, headers } = httpTarget(spec)
+  const requestInit = { headers }
+  return {
+    transport: spec.kind === 'sse'
+      ? new SSEClientTransport(url, { requestInit, eventSourceInit: { fetch: (input, init) => fetch(input, { ...init, headers: { ...headers, ...(init?.headers as Record<string, string>) } }) } })
+      : new StreamableHTTPClientTransport(url, { requestInit })
+  }
+}
+
+/**
+ * An HTTP upstream's URL and headers. `fetch` refuses a URL with credentials in it
+ * (`https://user:password@host/mcp`), so they are sent as Basic authorization, as curl sends
+ * them, unless the entry's headers already say how to authorize.
+ */
+function httpTarget (spec: Extract<UpstreamTransport, { kind: 'http' | 'sse' }>): { url: URL, headers: Record<string, string> } {
+  const url = new URL(spec.url)
+  if (url.username === '' && url.password === '') return { url, headers: spec.headers }
+  const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`
+  url.username = ''
+  url.password = ''
+  if (Object.keys(spec.headers).some(name => name.toLowerCase() === 'authorization')) return { url, headers: spec.headers }
+  return { url, headers: { ...spec.headers, Authorization: `Basic ${Buffer.from(credentials).toString('base64')}` } }
+}
+
+/**
+ * Splits a child's stderr into lines, holding at most `STDERR_LINE_BYTES` of a line: the rest
+ * of a longer one is dropped as it arrives and the line is marked truncated (readline would
+ * buffer a whole line, however long). Empty lines are skipped. Resolves when the stream ends.
+ */
+function readLines (stream: Readable, onLine: (line: StderrLine) => void): Promise<void> {
+  const line = Buffer.allocUnsafe(STDERR_LINE_BYTES)
+  let size = 0
+  let truncated = false
+  const emit = (): void => {
+    const end = size > 0 && line[size - 1] === 0x0d ? size - 1 : size
+    if (end > 0 || truncated) onLine({ text: line.toString('utf8', 0, end), truncated })
+    size = 0
+    truncated = false
+  }
+  stream.on('data', (chunk: Buffer | string) => {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+    let start = 0
+    for (;;) {
+      const newline = bytes.indexOf(0x0a, start)
+      const end = newline === -1 ? bytes.length : newline
+      const room = STDERR_LINE_BYTES - size
+      if (end - start > room) truncated = true
+      size += bytes.copy(line, size, start, start + Math.min(room, end - start))
+      if (newline === -1) return
+      emit()
+      start = newline + 1
+    }
+  })
+  return new Promise(resolve => {
+    const done = (): void => {
+      emit()
+      resolve()
+    }
+    stream.once('end', done)
+    stream.once('error', done)
+  })
 }
 
 /**
@@ -176,6 +346,13 @@ export async function closeLink (link: Link): Promise<void> {
     await link.transport.terminateSession().catch(() => {})
   }
   await link.client.close().catch(() => {})
+}
+
+/** Waits for `promise`, but no longer than `ms`. */
+async function within (promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([promise, new Promise<void>(resolve => { timer = setTimeout(resolve, ms) })])
+  clearTimeout(timer)
 }
 
 function withTimeout<T> (promise: Promise<T>, ms: number, message: string): Promise<T> {

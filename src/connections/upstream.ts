@@ -10,15 +10,16 @@ import {
 } from '@modelcontextprotocol/client'
 import type { Progress } from '@modelcontextprotocol/client'
 import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from '../defaults.js'
-import { CallError, fromSdkError, invalidParams } from '../errors.js'
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_ISOLATED_IDLE_MS, DEFAULT_MAX_ISOLATED, DEFAULT_TIMEOUT_MS } from '../defaults.js'
+import { CallError, fromSdkError, invalidParams, TooManyIsolatedError } from '../errors.js'
 import { paramHeaderValues, toolParamHeaders } from '../mcp/param-headers.js'
 import { allPages, askDownstream, legacyParams, LIST_CHANGED } from '../mcp/protocol.js'
 import { relayServer } from '../mcp/relay-server.js'
 import { Backoff } from './backoff.js'
 import type { ListKind, McpConnection, McpMessage, RelayOptions, RelaySession, ServerScope, ServerState } from './connection.js'
+import { describeExit, describeFailure, Secrets, UpstreamFailure } from './failure.js'
 import { ModernLink } from './modern-link.js'
-import { closeLink, openLink, type Link, type LinkEvents, type UpstreamTransport } from './upstream-link.js'
+import { closeLink, openLink, StderrLog, type Link, type LinkEvents, type UpstreamTransport } from './upstream-link.js'
 
 export type { UpstreamTransport } from './upstream-link.js'
 
@@ -39,7 +40,19 @@ export interface UpstreamOptions {
   timeoutMs?: number
   /** Reconnect backoff: the first delay, doubled per failure up to the last. Default `DEFAULT_RETRY_INITIAL_MS` to `DEFAULT_RETRY_MAX_MS` (or to the first, if that is longer). */
   retry?: { initialMs?: number, maxMs?: number }
+  /** With `isolation: "session"`: most per-session connections at once. Default `DEFAULT_MAX_ISOLATED`. */
+  maxIsolated?: number
+  /** With `isolation: "session"`: a per-session connection unused this long is closed. Default `DEFAULT_ISOLATED_IDLE_MS`. */
+  isolatedIdleMs?: number
   log?: FastifyBaseLogger
+}
+
+/** A session's own upstream connection, and when it was last used. */
+interface SessionLink {
+  link: Promise<Link>
+  lastUsed: number
+  /** Closes the link once it has been unused for `isolatedIdleMs`; armed once it is open. */
+  idle: NodeJS.Timeout | undefined
 }
 
 /**
@@ -73,6 +86,9 @@ export class UpstreamConnection implements McpConnection {
   #log: FastifyBaseLogger | undefined
   #state: ServerState = 'starting'
   #failure: string | undefined
+  /** The entry's header, env and URL secrets, masked in everything logged about it. */
+  #secrets: Secrets
+  #stderr: StderrLog
   #shared: Link | undefined
   /** The link for 2026-07-28 requests, opened on the first one. */
   #modern: ModernLink
@@ -85,7 +101,7 @@ export class UpstreamConnection implements McpConnection {
     closed: () => {}
   }
 
-  #sessionLinks = new Map<RelaySession, Promise<Link>>()
+  #sessionLinks = new Map<RelaySession, SessionLink>()
   /** Session links being closed after their session ended. */
   #closingLinks = new Set<Promise<void>>()
   #sessions = new Set<RelaySession>()
@@ -104,11 +120,14 @@ export class UpstreamConnection implements McpConnection {
     this.name = name
     this.#options = options
     this.#log = options.log
+    this.#secrets = Secrets.of(options.transport)
+    this.#stderr = new StderrLog(options.log, this.#secrets)
     this.#backoff = new Backoff(options.retry)
     this.#modern = new ModernLink(onClosed => this.#open(undefined, {}, true, onClosed), options.log)
   }
 
   get state (): ServerState { return this.#state }
+  /** Why the server is down, in the gateway's words: never the upstream's error text, which may hold secrets. */
   get failure (): string | undefined { return this.#failure }
   get retryAfter (): number | undefined {
     return this.#state === 'down' ? this.#backoff.retryAfter : undefined
@@ -116,6 +135,9 @@ export class UpstreamConnection implements McpConnection {
 
   /** The shared connection's child process, for stdio upstreams that are up. */
   get pid (): number | undefined { return this.#shared?.pid }
+
+  /** The last lines its child processes wrote on stderr, masked, oldest first (stdio only). */
+  stderrTail (): readonly string[] { return this.#stderr.tail() }
 
   tools (): readonly Tool[] { return this.#tools }
   capabilities (): ServerCapabilities { return this.#capabilities }
@@ -127,8 +149,10 @@ export class UpstreamConnection implements McpConnection {
    */
   start (): Promise<void> {
     this.#starting ??= this.#connectShared().catch(err => {
-      this.#down(err instanceof Error ? err.message : String(err))
-      throw err
+      const failure = this.#failed(err, true)
+      this.#down(failure)
+      // The mount logs this at error level: the gateway's words, and the real error masked.
+      throw failure
     })
     return this.#starting
   }
@@ -137,7 +161,7 @@ export class UpstreamConnection implements McpConnection {
     const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } }, false, closed => {
       if (this.#shared !== closed) return
       this.#shared = undefined
-      this.#down(closed.pid === undefined ? 'the connection closed' : `the server process (pid ${closed.pid}) exited`)
+      this.#down(new UpstreamFailure(closed.pid === undefined ? 'the connection closed' : describeExit(closed.exit, closed.pid), undefined))
     })
     try {
       const capabilities = link.client.getServerCapabilities() ?? {}
@@ -158,18 +182,35 @@ export class UpstreamConnection implements McpConnection {
     this.#subscriptions.clear()
   }
 
-  /** Marks the server down and, unless the gateway is closing, schedules the next attempt. */
-  #down (reason: string): void {
+  /** Any error of this upstream as an `UpstreamFailure`: the gateway's words, the real error masked. */
+  #failed (err: unknown, starting = false): UpstreamFailure {
+    return err instanceof UpstreamFailure ? err : new UpstreamFailure(describeFailure(err, { starting }), this.#secrets.error(err))
+  }
+
+  /**
+   * Marks the server down and, unless the gateway is closing, schedules the next attempt. The
+   * log gets the real error, masked, and the stderr of a start that failed, as one entry.
+   */
+  #down (failure: UpstreamFailure): void {
     if (this.#closing) return
     this.#state = 'down'
-    this.#failure = reason
+    this.#failure = failure.message
     const delay = this.#backoff.schedule(() => {
       this.#connectShared().then(() => {
         this.#log?.info({ tools: this.#tools.map(tool => tool.name) }, 'upstream mcp server is back')
         for (const kind of ['tools', 'prompts', 'resources'] as const) this.#changed(kind)
-      }, err => { this.#down(err instanceof Error ? err.message : String(err)) })
+      }, err => { this.#down(this.#failed(err, true)) })
     })
-    if (delay !== undefined) this.#log?.warn({ reason, retryInMs: delay }, 'upstream mcp server is down')
+    if (delay === undefined) return
+    const { transport } = this.#options
+    this.#log?.warn({
+      reason: failure.message,
+      retryInMs: delay,
+      // The command's name, never its arguments; the URL with its secrets masked.
+      upstream: transport.kind === 'stdio' ? transport.command : this.#secrets.mask(transport.url),
+      ...(failure.cause !== undefined && { err: failure.cause }),
+      ...(failure.stderr !== undefined && { stderr: failure.stderr })
+    }, 'upstream mcp server is down')
   }
 
   /**
@@ -182,7 +223,9 @@ export class UpstreamConnection implements McpConnection {
       capabilities,
       modern,
       connectTimeoutMs: this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-      log: this.#log
+      log: this.#log,
+      secrets: this.#secrets,
+      stderr: this.#stderr
     }, { ...this.#events, closed: onClosed })
   }
 
@@ -222,7 +265,7 @@ export class UpstreamConnection implements McpConnection {
       listTools(link.client, this.#options.timeoutMs).then(tools => {
         this.#tools = tools.filter(tool => this.#offers(tool.name))
         this.#changed('tools')
-      }, err => { this.#log?.warn({ err }, 'listing upstream tools after a change failed') })
+      }, err => { this.#log?.warn({ err: this.#secrets.error(err) }, 'listing upstream tools after a change failed') })
       return
     }
     if (kind !== undefined) {
@@ -247,12 +290,16 @@ export class UpstreamConnection implements McpConnection {
     return () => {
       this.#sessions.delete(session)
       const own = this.#sessionLinks.get(session)
-      this.#sessionLinks.delete(session)
-      if (own === undefined) return
-      // Tracked until it is closed, so `close()` waits for the session's child too.
-      const closing: Promise<void> = own.then(closeLink, () => {}).catch(() => {}).finally(() => { this.#closingLinks.delete(closing) })
-      this.#closingLinks.add(closing)
+      if (own !== undefined) this.#closeSessionLink(session, own)
     }
+  }
+
+  /** Forgets a session's own link and closes it, tracked until closed so `close()` waits for its child too. */
+  #closeSessionLink (session: RelaySession, own: SessionLink): void {
+    if (this.#sessionLinks.get(session) === own) this.#sessionLinks.delete(session)
+    clearTimeout(own.idle)
+    const closing: Promise<void> = own.link.then(closeLink, () => {}).catch(() => {}).finally(() => { this.#closingLinks.delete(closing) })
+    this.#closingLinks.add(closing)
   }
 
   createServer (_ctx?: McpRequestContext, scope: ServerScope = 'shared'): Server {
@@ -336,13 +383,16 @@ export class UpstreamConnection implements McpConnection {
       return result
     } catch (err) {
       const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : fromSdkError(err)
-      const error = timedOut || failed.code === 'REQUEST_TIMEOUT' ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : failed
+      let error = timedOut || failed.code === 'REQUEST_TIMEOUT' ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : failed
+      // The client gets the gateway's words (on MCP paths the message reaches it); the
+      // upstream's own (an HTTP error body, say) only the log, masked.
+      if (error.code === 'CONNECTION_CLOSED') error = new CallError('CONNECTION_CLOSED', describeFailure(err, { exit: link.exit }))
       // Over HTTP nothing announces a remote going away: a request that cannot reach it
       // (refused, reset, its session gone) takes the server down and starts the reconnects.
       if (error.code === 'CONNECTION_CLOSED' && this.#options.transport.kind !== 'stdio') {
         if (link === this.#shared) {
           this.#shared = undefined
-          this.#down(error.message)
+          this.#down(new UpstreamFailure(error.message, this.#secrets.error(err)))
         }
         if (link === modern) this.#modern.drop(link)
         link.client.close().catch(() => {})
@@ -355,6 +405,7 @@ export class UpstreamConnection implements McpConnection {
         this.#progress.delete(token)
       }
       link.inflight.delete(key)
+      if (own) this.#touch(options.session as RelaySession)
     }
   }
 
@@ -368,36 +419,86 @@ export class UpstreamConnection implements McpConnection {
     return tool === undefined ? {} : paramHeaderValues(toolParamHeaders(tool), params?.arguments)
   }
 
-  /** A session's own upstream connection, opened on its first request. */
+  /**
+   * A session's own upstream connection, opened on its first request (and again after it
+   * was closed idle), at most `maxIsolated` at once: past that the request is refused, so a
+   * client that opens sessions in a loop cannot start a process each time.
+   */
   async #sessionLink (session: RelaySession): Promise<Link> {
-    let link = this.#sessionLinks.get(session)
-    if (link === undefined) {
+    let own = this.#sessionLinks.get(session)
+    if (own === undefined) {
+      const limit = this.#options.maxIsolated ?? DEFAULT_MAX_ISOLATED
+      if (this.#sessionLinks.size >= limit) throw new TooManyIsolatedError(this.name, limit, this.#nextIdleClose())
       const { sampling, elicitation, roots } = session.clientCapabilities() ?? {}
       // A session's connection that fails or ends is opened anew on its next request.
-      const forget = (): void => { if (this.#sessionLinks.get(session) === link) this.#sessionLinks.delete(session) }
-      link = this.#open(session, {
+      const forget = (): void => {
+        if (this.#sessionLinks.get(session) !== entry) return
+        this.#sessionLinks.delete(session)
+        clearTimeout(entry.idle)
+      }
+      const link = this.#open(session, {
         ...(sampling !== undefined && { sampling }),
         ...(elicitation !== undefined && { elicitation }),
         ...(roots !== undefined && { roots })
       }, false, forget)
-      this.#sessionLinks.set(session, link)
-      link.catch(forget)
+      const entry: SessionLink = { link, lastUsed: Date.now(), idle: undefined }
+      own = entry
+      this.#sessionLinks.set(session, entry)
+      link.then(() => {
+        if (this.#sessionLinks.get(session) !== entry) return
+        const idleMs = this.#options.isolatedIdleMs ?? DEFAULT_ISOLATED_IDLE_MS
+        entry.idle = setTimeout(() => { this.#closeIdle(session, entry, idleMs) }, idleMs)
+        entry.idle.unref()
+      }, forget)
     }
-    return await link
+    this.#touch(session)
+    return await own.link
+  }
+
+  /** The session's own link was used now: its idle time starts again. */
+  #touch (session: RelaySession): void {
+    const own = this.#sessionLinks.get(session)
+    if (own === undefined) return
+    own.lastUsed = Date.now()
+    own.idle?.refresh()
+  }
+
+  /** Closes a session's link unused for `idleMs`; its next request opens another. */
+  #closeIdle (session: RelaySession, own: SessionLink, idleMs: number): void {
+    own.link.then(link => {
+      if (this.#sessionLinks.get(session) !== own) return
+      // A call still running (longer than idleMs) keeps it open.
+      if (link.inflight.size > 0) {
+        own.idle?.refresh()
+        return
+      }
+      this.#log?.info({ idleMs, pid: link.pid }, 'closing an idle per-session upstream connection')
+      this.#closeSessionLink(session, own)
+    }, () => {})
+  }
+
+  /** Seconds until the soonest per-session link is closed idle, for `Retry-After`. */
+  #nextIdleClose (): number {
+    const idleMs = this.#options.isolatedIdleMs ?? DEFAULT_ISOLATED_IDLE_MS
+    let soonest = Infinity
+    for (const own of this.#sessionLinks.values()) soonest = Math.min(soonest, own.lastUsed + idleMs)
+    return Math.max(1, Math.ceil((soonest - Date.now()) / 1000))
   }
 
   async close (): Promise<void> {
     this.#closing = true
     this.#state = 'closed'
     this.#backoff.cancel()
+    this.#stderr.close()
     const links = [...this.#sessionLinks.values()]
+    for (const own of links) clearTimeout(own.idle)
     this.#sessionLinks.clear()
     const shared = this.#shared
     this.#shared = undefined
     await Promise.allSettled([
       shared === undefined ? undefined : closeLink(shared),
       this.#modern.close(),
-      ...links.map(async link => { await closeLink(await link) }),
+      ...links.map(async own => { await closeLink(await own.link) }),
       ...this.#closingLinks
     ])
   }

@@ -11,6 +11,7 @@ import {
 } from '@modelcontextprotocol/server'
 import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
 import type { McpConnection } from '../connections/connection.js'
+import { JsonRpcCode } from '../errors.js'
 import { checkParamHeaders, HEADER_MISMATCH, toolParamHeaders } from '../mcp/param-headers.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import { Lanes } from './lanes.js'
@@ -22,10 +23,21 @@ export interface StreamableHttpOptions {
   stateless: boolean
   /** Never upgrade a 2025-era session POST to SSE; mid-call messages go to the GET stream. */
   jsonResponse: boolean
-  /** Most 2025-era sessions kept at once; a new `initialize` beyond it answers 503. */
+  /**
+   * Most 2025-era sessions kept at once; a new `initialize` beyond it closes the least
+   * recently used session with no call in flight, or answers 503 when every one has a call.
+   */
   maxSessions: number
-  /** A session with no request for this long is closed. */
+  /** A session with no request for this long is closed (an open GET stream is not a request). */
   sessionIdleMs: number
+  /** Longest life of a session's GET stream, in ms; the client then reconnects. */
+  maxStreamLifetimeMs: number
+  /** Longest life of a `subscriptions/listen` stream, in ms; the client then re-subscribes. */
+  maxListenLifetimeMs: number
+  /** Most `subscriptions/listen` streams open at once; one more is refused in-band (-32603). */
+  maxListenStreams: number
+  /** Most messages in a 2025-03-26 JSON-RPC batch; later revisions have no batches at all. */
+  maxBatchLength: number
   /** Largest request body, in bytes; the same bound Fastify applies to the route. */
   bodyLimit: number
   /**
@@ -55,6 +67,8 @@ export class StreamableHttpEndpoint {
   #options: StreamableHttpOptions
   #handler: McpHttpHandler
   #nodeHandler: NodeMcpRequestHandler
+  /** The same entry, for `subscriptions/listen`: its stream ends after `maxListenLifetimeMs`. */
+  #listenHandler: NodeMcpRequestHandler
   #lanes: Lanes
   #sessions: SessionTable
   #pools: Record<'legacy' | 'modern', Array<McpServer | Server>> = { legacy: [], modern: [] }
@@ -66,12 +80,20 @@ export class StreamableHttpEndpoint {
     this.#handler = createMcpHandler(ctx => this.#pooledServer(ctx), {
       legacy: options.stateless ? 'stateless' : 'reject',
       maxRequestBodySize: options.bodyLimit,
+      maxSubscriptions: options.maxListenStreams,
       onerror: err => { options.log.debug({ err }, 'mcp request rejected') }
     })
-    this.#nodeHandler = toNodeHandler(this.#handler, {
+    const nodeOptions = {
       maxRequestBodySize: options.bodyLimit,
-      onerror: err => { options.log.error({ err }, 'mcp handler failed') }
-    })
+      onerror: (err: Error) => { options.log.error({ err }, 'mcp handler failed') }
+    }
+    this.#nodeHandler = toNodeHandler(this.#handler, nodeOptions)
+    // The SDK entry bounds how many listen streams are open, not how long one lives; a
+    // client gone without closing its socket would hold its slot for ever.
+    const handler = this.#handler
+    this.#listenHandler = toNodeHandler({
+      fetch: async (request, requestOptions) => endAfter(await handler.fetch(request, requestOptions), options.maxListenLifetimeMs)
+    }, nodeOptions)
     this.#lanes = new Lanes(connection, {
       stateless: options.stateless,
       pipeline: options.pipeline,
@@ -82,6 +104,7 @@ export class StreamableHttpEndpoint {
       jsonResponse: options.jsonResponse,
       maxSessions: options.maxSessions,
       sessionIdleMs: options.sessionIdleMs,
+      maxStreamLifetimeMs: options.maxStreamLifetimeMs,
       pipeline: options.pipeline,
       log: options.log
     })
@@ -108,6 +131,7 @@ export class StreamableHttpEndpoint {
 
   /** Handles POST, GET and DELETE on `/<server>/mcp`. */
   async handle (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (Array.isArray(request.body) && this.#rejectBatch(request.body.length, request, reply)) return
     const headers = request.headers
     const route = classifyInboundRequest({
       httpMethod: request.method,
@@ -126,10 +150,34 @@ export class StreamableHttpEndpoint {
       const { raw, res } = hijack(request, reply)
       // The SDK entry passes `req.auth` on to handlers as `ctx.http.authInfo`.
       if (request.identity !== undefined) (raw as typeof raw & { auth?: unknown }).auth = request.identity
-      await this.#nodeHandler(raw, res, request.body)
+      const listen = route.kind === 'modern' && route.messageKind === 'request' && route.message.method === 'subscriptions/listen'
+      await (listen ? this.#listenHandler : this.#nodeHandler)(raw, res, request.body)
       return
     }
     await this.#sessions.handle(request, reply)
+  }
+
+  /**
+   * Refuses a JSON-RPC batch the request's revision does not allow (400, Invalid Request);
+   * true when it did. 2025-06-18 removed batching, so from it on any batch is refused; a
+   * 2025-03-26 batch is capped, since each of its messages runs at once. The revision is the
+   * later of the `MCP-Protocol-Version` header and the session's negotiated one, so leaving
+   * the header out does not buy an older revision.
+   */
+  #rejectBatch (length: number, request: FastifyRequest, reply: FastifyReply): boolean {
+    const header = request.headers['mcp-protocol-version']
+    const sessionId = request.headers['mcp-session-id']
+    const negotiated = typeof sessionId === 'string' ? this.#sessions.protocolVersionOf(sessionId) : undefined
+    // No header and no session: 2025-03-26, as the spec reads a missing header.
+    let version = '2025-03-26'
+    for (const named of [header, negotiated]) if (typeof named === 'string' && named > version) version = named
+    if (version >= '2025-06-18') {
+      rejectJsonRpc(reply, 400, JsonRpcCode.InvalidRequest, `Invalid Request: JSON-RPC batches are not supported in protocol version ${version}`)
+      return true
+    }
+    if (length <= this.#options.maxBatchLength) return false
+    rejectJsonRpc(reply, 400, JsonRpcCode.InvalidRequest, `Invalid Request: a batch of ${length} messages is over the limit of ${this.#options.maxBatchLength}`)
+    return true
   }
 
   /**
@@ -174,6 +222,17 @@ export class StreamableHttpEndpoint {
     await this.#handler.close()
   }
 
+  /**
+   * Shutdown after the drain timeout: calls still in flight on lanes and in sessions are
+   * answered with a JSON-RPC error on their streams and cancelled at the server (and so
+   * upstream). The SDK entry's own exchanges end when their connections are closed.
+   */
+  cancelInFlight (): void {
+    const reason = 'The gateway is shutting down: the call was cancelled'
+    this.#lanes.cancelAll(reason)
+    this.#sessions.cancelAll(reason)
+  }
+
   /** Last step of shutdown (onClose), once in-flight requests are done: release everything. */
   async close (): Promise<void> {
     await this.closeStreams()
@@ -183,4 +242,43 @@ export class StreamableHttpEndpoint {
     this.#pools = { legacy: [], modern: [] }
     await Promise.allSettled(pooled.map(s => s.close()))
   }
+}
+
+/**
+ * An SSE response that ends after `ms`: the body is passed through until then, and the
+ * source is cancelled at the end, which releases the SDK's listen subscription (and its slot
+ * under `maxSubscriptions`). Any other response (an in-band refusal, JSON) passes unchanged.
+ */
+function endAfter (response: Response, ms: number): Response {
+  const source = response.body
+  if (source === null || !(response.headers.get('content-type') ?? '').includes('text/event-stream')) return response
+  const reader = source.getReader()
+  let timer: NodeJS.Timeout | undefined
+  let ended = false
+  const end = (controller: ReadableStreamDefaultController<Uint8Array>): void => {
+    if (ended) return
+    ended = true
+    clearTimeout(timer)
+    controller.close()
+  }
+  const body = new ReadableStream<Uint8Array>({
+    start (controller) {
+      timer = setTimeout(() => {
+        end(controller)
+        reader.cancel().catch(() => {})
+      }, ms).unref()
+    },
+    async pull (controller) {
+      const { value, done } = await reader.read()
+      if (ended) return
+      if (done) end(controller)
+      else controller.enqueue(value)
+    },
+    async cancel (reason) {
+      ended = true
+      clearTimeout(timer)
+      await reader.cancel(reason)
+    }
+  })
+  return new Response(body, { status: response.status, headers: response.headers })
 }

@@ -197,6 +197,11 @@ export class Lanes {
     })
   }
 
+  /** Shutdown after the drain timeout: every call still in flight on a lane is cancelled. */
+  cancelAll (reason: string): void {
+    for (const lane of this.#lanes.values()) lane.mux.cancelAll(reason)
+  }
+
   async close (): Promise<void> {
     const lanes = [...this.#lanes.values()]
     this.#lanes.clear()

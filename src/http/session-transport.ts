@@ -199,21 +199,34 @@ export class SessionTransport implements Transport {
   onerror?: (error: Error) => void
   onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void
   readonly #jsonResponse: boolean
+  readonly #maxStreamLifetimeMs: number
   readonly #exchanges = new Map<RequestId, PostExchange>()
   /** Streamed exchanges a client may still resume, by stream id. */
   readonly #streams = new Map<string, PostExchange>()
   #nextStream = 1
   #standalone: ServerResponse | undefined
   #closed = false
+  #protocolVersion: string | undefined
 
-  constructor (sessionId: string, options: { jsonResponse: boolean }) {
+  constructor (sessionId: string, options: { jsonResponse: boolean, maxStreamLifetimeMs: number }) {
     this.sessionId = sessionId
     this.#jsonResponse = options.jsonResponse
+    this.#maxStreamLifetimeMs = options.maxStreamLifetimeMs
   }
 
   async start (): Promise<void> {}
 
+  /** The SDK server tells its transport the revision it negotiated at `initialize`. */
+  setProtocolVersion (version: string): void {
+    this.#protocolVersion = version
+  }
+
+  get protocolVersion (): string | undefined { return this.#protocolVersion }
+
   get hasStandaloneStream (): boolean { return this.#standalone !== undefined }
+
+  /** Whether a request of this session awaits its answer: such a session is never evicted or swept. */
+  get busy (): boolean { return this.#exchanges.size > 0 }
 
   /** Ends the GET stream, if open; the client may open another. */
   endStandaloneStream (): void {
@@ -291,18 +304,45 @@ export class SessionTransport implements Transport {
     }
   }
 
-  /** Opens the session's standalone SSE stream (GET); one at a time, as the spec allows. */
+  /**
+   * Opens the session's standalone SSE stream (GET); one at a time, as the spec allows. It
+   * ends after `maxStreamLifetimeMs` (SEP-1699: a server may close a stream, and the client
+   * reconnects), so a held socket alone never keeps a session alive. A 2025-11-25 client is
+   * told first when to reconnect (`retry:` alone, with no event id: the client then opens a
+   * fresh stream rather than resuming this one); an earlier one reconnects on its own terms.
+   */
   handleGet (request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const { res } = hijack(request, reply)
     startSse(res, { 'mcp-session-id': this.sessionId })
     this.#standalone = res
     keepAlive(res)
+    const version = request.headers['mcp-protocol-version'] ?? this.#protocolVersion
+    const hint = typeof version === 'string' && version >= '2025-11-25'
+    const lifetime = setTimeout(() => {
+      if (this.#standalone !== res) return
+      // Free the slot at once, so a reconnect that races the socket's close is not a 409.
+      this.#standalone = undefined
+      res.end(hint ? `retry: ${RETRY_MS}\n\n` : undefined)
+    }, this.#maxStreamLifetimeMs).unref()
     return new Promise(resolve => {
       res.once('close', () => {
+        clearTimeout(lifetime)
         if (this.#standalone === res) this.#standalone = undefined
         resolve()
       })
     })
+  }
+
+  /**
+   * Gives up on every request in flight (shutdown after the drain timeout): each is answered
+   * with an error on its stream, and the server is told each is cancelled.
+   */
+  cancelAll (reason: string): void {
+    for (const [id, exchange] of [...this.#exchanges]) {
+      this.#exchanges.delete(id)
+      this.onmessage?.({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } })
+      exchange.answer(id, { jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: reason } })
+    }
   }
 
   /** The client stopped waiting for `id`: the server is told, as a client would tell it. */

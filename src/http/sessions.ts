@@ -8,7 +8,7 @@ import {
   type Server
 } from '@modelcontextprotocol/server'
 import type { McpConnection } from '../connections/connection.js'
-import { JsonRpcCode } from '../errors.js'
+import { JsonRpcCode, toJsonRpcError, TooManySessionsError } from '../errors.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import { SessionTransport } from './session-transport.js'
 import { acceptsJsonAndSse, isSupportedLegacyVersion, rejectJsonRpc } from './sse.js'
@@ -16,10 +16,15 @@ import { acceptsJsonAndSse, isSupportedLegacyVersion, rejectJsonRpc } from './ss
 export interface SessionOptions {
   /** Never upgrade a 2025-era session POST to SSE; mid-call messages go to the GET stream. */
   jsonResponse: boolean
-  /** Most 2025-era sessions kept at once; a new `initialize` beyond it answers 503. */
+  /**
+   * Most 2025-era sessions kept at once; a new `initialize` beyond it closes the least
+   * recently used session with no call in flight, or answers 503 when every one has a call.
+   */
   maxSessions: number
-  /** A session with no request for this long is closed. */
+  /** A session with no request for this long is closed (an open GET stream is not a request). */
   sessionIdleMs: number
+  /** Longest life of a session's GET stream, after which the client reconnects. */
+  maxStreamLifetimeMs: number
   pipeline: CallPipeline | undefined
   log: FastifyBaseLogger
 }
@@ -27,18 +32,35 @@ export interface SessionOptions {
 interface Session {
   transport: SessionTransport
   server: McpServer | Server
+  /** When the session's last POST came; the table's order follows it. */
   lastSeen: number
 }
+
+/**
+ * `Retry-After` of a refused `initialize` when every session has a call in flight, in
+ * seconds: a session becomes evictable as soon as its call answers, and most answer within
+ * seconds; a longer wait would only keep a client out for longer than it needs.
+ */
+const SESSIONS_BUSY_RETRY_AFTER_S = 5
 
 /**
  * The 2025-era sessions of one mounted server: one SDK server instance per session, framed
  * on HTTP by `SessionTransport`. The SDK server owns the protocol; transport-level checks
  * answer as the SDK's session transport does, with the same statuses.
+ *
+ * The table is bounded without locking anyone out: at `maxSessions` a new session closes
+ * the least recently used one with no call in flight (the spec's answer for a session the
+ * server ended: its client gets 404 and initializes again). The map is kept in order of use
+ * (a session is re-inserted on each POST), so the oldest come first, for eviction and for
+ * the idle sweep alike.
  */
 export class SessionTable {
   #connection: McpConnection
   #options: SessionOptions
+  /** In order of last use, least recent first. */
   #sessions = new Map<string, Session>()
+  /** Sessions past the cap check, still connecting their server: they hold a slot. */
+  #opening = 0
   #sweeper: NodeJS.Timeout
   #closing = false
 
@@ -50,6 +72,11 @@ export class SessionTable {
   }
 
   get size (): number { return this.#sessions.size }
+
+  /** The revision a session negotiated, if it exists and has been initialized. */
+  protocolVersionOf (sessionId: string): string | undefined {
+    return this.#sessions.get(sessionId)?.transport.protocolVersion
+  }
 
   async handle (request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const sessionId = request.headers['mcp-session-id']
@@ -71,7 +98,13 @@ export class SessionTable {
       rejectJsonRpc(reply, 404, JsonRpcCode.SessionNotFound, 'Session not found')
       return
     }
-    session.lastSeen = Date.now()
+    if (request.method === 'POST') {
+      // Re-inserting keeps the map in order of use. A GET is not use: a held stream alone
+      // must not keep an abandoned session alive.
+      session.lastSeen = Date.now()
+      this.#sessions.delete(sessionId)
+      this.#sessions.set(sessionId, session)
+    }
     const transport = session.transport
     switch (request.method) {
       case 'GET':
@@ -116,16 +149,24 @@ export class SessionTable {
       rejectJsonRpc(reply, 503, JsonRpcCode.ServerError, 'Server is shutting down')
       return
     }
-    if (this.#sessions.size >= this.#options.maxSessions) {
-      rejectJsonRpc(reply, 503, JsonRpcCode.ServerError, `Too many sessions (limit ${this.#options.maxSessions})`)
+    if (this.#sessions.size + this.#opening >= this.#options.maxSessions && !this.#evictOne()) {
+      const err = new TooManySessionsError(this.#connection.name, this.#options.maxSessions, SESSIONS_BUSY_RETRY_AFTER_S)
+      const rpc = toJsonRpcError(err, this.#connection.name)
+      reply.headers(err.headers)
+      rejectJsonRpc(reply, err.statusCode ?? 503, rpc.code, rpc.message, null, rpc.data)
       return
     }
     const id = randomUUID()
-    const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse })
+    const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse, maxStreamLifetimeMs: this.#options.maxStreamLifetimeMs })
     const created = this.#connection.createServer(undefined, 'session')
     const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', requestIdOf: id => transport.requestIdOf(id) }) ?? created
     transport.onclose = () => { this.#forget(id) }
-    await server.connect(transport)
+    this.#opening++
+    try {
+      await server.connect(transport)
+    } finally {
+      this.#opening--
+    }
     this.#sessions.set(id, { transport, server, lastSeen: Date.now() })
     this.#options.log.debug({ sessionId: id }, 'mcp session opened')
     await transport.handlePost(request.body as unknown as JSONRPCMessage, request, reply)
@@ -139,15 +180,32 @@ export class SessionTable {
     session.server.close().catch(err => { this.#options.log.warn({ err }, 'closing mcp session failed') })
   }
 
+  /**
+   * Closes the least recently used session with no call in flight; false when every session
+   * has one. Its client's next request gets 404 and it initializes again, as the spec says.
+   */
+  #evictOne (): boolean {
+    for (const [id, session] of this.#sessions) {
+      if (session.transport.busy) continue
+      this.#options.log.debug({ sessionId: id }, 'closing least recently used mcp session: session limit reached')
+      // Synchronous up to onclose, which forgets the session: its slot is free on return.
+      session.transport.close().catch(() => {})
+      return true
+    }
+    return false
+  }
+
   #sweep (): void {
     const idleSince = Date.now() - this.#options.sessionIdleMs
     for (const [id, session] of this.#sessions) {
-      // A client holding the GET stream open is listening, not idle.
-      if (session.lastSeen < idleSince && !session.transport.hasStandaloneStream) {
-        this.#options.log.info({ sessionId: id }, 'closing idle mcp session')
-        // The transport's onclose forgets the session and closes its server.
-        session.transport.close().catch(() => {})
-      }
+      // In order of use: the first recent one ends the idle ones.
+      if (session.lastSeen >= idleSince) break
+      // A long call is not idleness; an open GET stream is (it ends by itself, see
+      // maxStreamLifetimeMs, and a listening client reconnects or initializes again).
+      if (session.transport.busy) continue
+      this.#options.log.info({ sessionId: id }, 'closing idle mcp session')
+      // The transport's onclose forgets the session and closes its server.
+      session.transport.close().catch(() => {})
     }
   }
 
@@ -156,6 +214,11 @@ export class SessionTable {
     this.#closing = true
     clearInterval(this.#sweeper)
     for (const session of this.#sessions.values()) session.transport.endStandaloneStream()
+  }
+
+  /** Shutdown after the drain timeout: every session's calls still in flight are cancelled. */
+  cancelAll (reason: string): void {
+    for (const session of this.#sessions.values()) session.transport.cancelAll(reason)
   }
 
   /** Last step of shutdown, once in-flight requests are done. */

@@ -93,6 +93,17 @@ export class MultiplexTransport implements Transport {
     this.onmessage?.({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } })
   }
 
+  /**
+   * Gives up on every request in flight (shutdown after the drain timeout): each is answered
+   * with an error, and the server is told each is cancelled.
+   */
+  cancelAll (reason: string): void {
+    for (const [id, pending] of [...this.#pending]) {
+      this.cancel(id, reason)
+      pending.respond({ jsonrpc: '2.0', id: pending.clientId, error: { code: JsonRpcCode.ServerError, message: reason } })
+    }
+  }
+
   async send (message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
     if ('id' in message && ('result' in message || 'error' in message)) {
       const pending = this.#pending.get(message.id as number)

@@ -7,6 +7,7 @@ import {
   JsonRpcCode,
   PromptNotFoundError,
   ResourceNotFoundError,
+  ShuttingDownError,
   TOOL_ERROR_CODE,
   TOOL_ERROR_STATUS,
   toHttpError,
@@ -44,7 +45,7 @@ export interface RestOptions {
  * `/tools/:tool` route behind them serves tools that appear later, and answers unknown
  * tools with a 404 that names the tool.
  */
-export function registerRestRoutes (app: FastifyInstance, options: RestOptions): void {
+export function registerRestRoutes (app: FastifyInstance, options: RestOptions): { cancelInFlight: () => void } {
   const rest = new RestCalls(options)
   const { name, connection } = options
 
@@ -90,11 +91,14 @@ export function registerRestRoutes (app: FastifyInstance, options: RestOptions):
   })
 
   registerPromptAndResourceRoutes(app, rest, options)
+  return { cancelInFlight: () => { rest.cancelInFlight() } }
 }
 
 /** The calls the REST routes make, each through the pipeline with the caller's context. */
 class RestCalls {
   #options: RestOptions
+  /** Tool calls in flight, to cancel at shutdown. */
+  #inflight = new Set<AbortController>()
   #target: CallTarget
 
   constructor (options: RestOptions) {
@@ -133,6 +137,7 @@ class RestCalls {
   async callTool (tool: string, request: FastifyRequest, reply: FastifyReply): Promise<CallToolResult | FastifyReply> {
     const { connection, pipeline, timeoutMs } = this.#options
     const controller = new AbortController()
+    this.#inflight.add(controller)
     // The client went away before the answer: cancel the call rather than finish it for nobody.
     const onClose = (): void => { if (!reply.raw.writableFinished) controller.abort() }
     reply.raw.once('close', onClose)
@@ -150,10 +155,25 @@ class RestCalls {
       if (result.isError === true) return await reply.code(TOOL_ERROR_STATUS).send({ ...result, code: TOOL_ERROR_CODE })
       return result
     } catch (err) {
+      // Cancelled at shutdown, after the drain timeout: the client is told so.
+      if (controller.signal.reason instanceof ShuttingDownError) throw controller.signal.reason
+      if (controller.signal.aborted) {
+        // Cancelled because the client went away: no failure of the server, and nobody to
+        // answer, so neither a 502 nor an error line.
+        request.log.debug({ tool }, 'tool call cancelled: the client went away')
+        reply.hijack()
+        return reply
+      }
       throw toHttpError(err, this.#target, tool, timeoutMs)
     } finally {
+      this.#inflight.delete(controller)
       reply.raw.off('close', onClose)
     }
+  }
+
+  /** Shutdown after the drain timeout: every tool call still in flight is cancelled and answered 503. */
+  cancelInFlight (): void {
+    for (const controller of this.#inflight) controller.abort(new ShuttingDownError())
   }
 
   /** A prompt or resource request, or one of their lists, through the pipeline. */

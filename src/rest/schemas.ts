@@ -14,16 +14,24 @@ export const ErrorBody = Type.Object({
 
 export const ErrorRef = Type.Ref('GatewayError')
 
-export const ReadyBody = Type.Object({
-  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')]),
-  servers: Type.Array(Type.Object({
-    name: Type.String(),
-    state: Type.Union([Type.Literal('starting'), Type.Literal('up'), Type.Literal('down'), Type.Literal('closed')]),
-    tools: Type.Integer({ description: 'Number of tools offered now' }),
-    error: Type.Optional(Type.String({ description: 'Why the server is down' })),
-    retryAfter: Type.Optional(Type.Integer({ description: 'Seconds until the gateway next tries to bring it back' }))
-  }))
+const ServerStatus = Type.Object({
+  name: Type.String(),
+  state: Type.Union([Type.Literal('starting'), Type.Literal('up'), Type.Literal('down'), Type.Literal('closed')]),
+  required: Type.Optional(Type.Boolean({ description: 'The gateway is not ready while this server is down' })),
+  tools: Type.Integer({ description: 'Number of tools offered now' }),
+  error: Type.Optional(Type.String({ description: 'Why the server is down, in the gateway\'s words' })),
+  retryAfter: Type.Optional(Type.Integer({ description: 'Seconds until the gateway next tries to bring it back' }))
 })
+
+export const ReadyBody = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('unavailable'), Type.Literal('draining')], {
+    description: '`ready`: every server up; `degraded`: serving, some servers down (200); `unavailable`: a required server is down; `draining`: shutting down (both 503)'
+  }),
+  servers: Type.Array(ServerStatus)
+})
+
+/** One server's readiness, for a probe of that server alone. */
+export const ServerReadyBody = ServerStatus
 
 /** A content block of a tool result: text, image, audio, resource link or embedded resource. */
 const ContentBlock = Type.Object({ type: Type.String() }, { additionalProperties: true })

@@ -29,9 +29,10 @@ t.test('/ready lists every server and its state', async t => {
 t.test('a server that throws at start is down; the others serve', async t => {
   const app = await build(t, { servers: [...builtinEntries(), { name: 'db', factory: createFailingServer }] })
   const ready = await app.inject({ method: 'GET', url: '/ready' })
-  t.equal(ready.statusCode, 503)
+  t.equal(ready.statusCode, 200, 'one server down degrades the gateway; it still serves')
   t.equal(ready.json().status, 'degraded')
-  t.same(ready.json().servers.at(-1), { name: 'db', state: 'down', tools: 0, error: 'database unreachable at /var/run/secret.sock' })
+  t.same(ready.json().servers.at(-1), { name: 'db', state: 'down', tools: 0, error: 'the server failed to start; see the log' })
+  t.notMatch(ready.body, /secret\.sock/, "the factory's own error text stays in the log")
 
   const call = await app.inject({ method: 'POST', url: '/db/tools/anything', headers: json, payload: {} })
   t.equal(call.statusCode, 503)

@@ -46,9 +46,9 @@ t.test('with jsonResponse a session answers with one JSON body', async t => {
   t.same(await res.json(), { jsonrpc: '2.0', id: 'x', result: { content: [{ type: 'text', text: 'Hello, Ada!' }] } })
 })
 
-t.test('a batch of requests is answered with an array, in order', async t => {
+t.test('a batch of requests is answered with an array, in order (2025-03-26, the last revision with batches)', async t => {
   const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, jsonResponse: true }] })
-  const headers = await openSession(base, '/greet/mcp')
+  const headers = await openSession(base, '/greet/mcp', '2025-03-26')
   const res = await fetch(`${base}/greet/mcp`, {
     method: 'POST',
     headers,
@@ -101,11 +101,13 @@ t.test('a client that disconnects mid-call in a session cancels the tool', async
   t.equal(ping.status, 200)
 })
 
-t.test('sessions past maxSessions are refused with 503; DELETE frees one', async t => {
+t.test('past maxSessions the least recently used idle session makes way; DELETE frees one too', async t => {
   const { base } = await listen(t, { servers: [{ name: 'greet', factory: createGreetServer, maxSessions: 1 }] })
   const first = await openSession(base, '/greet/mcp')
-  await t.rejects(openSession(base, '/greet/mcp'), /no session: 503 .*Too many sessions \(limit 1\)/)
-  const deleted = await fetch(`${base}/greet/mcp`, { method: 'DELETE', headers: first })
+  const second = await openSession(base, '/greet/mcp')
+  const gone = await fetch(`${base}/greet/mcp`, { method: 'POST', headers: first, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }) })
+  t.equal(gone.status, 404, 'the evicted session is unknown, so its client initializes again')
+  const deleted = await fetch(`${base}/greet/mcp`, { method: 'DELETE', headers: second })
   t.equal(deleted.status, 200)
   await t.resolves(openSession(base, '/greet/mcp'))
 })

@@ -137,3 +137,29 @@ t.test('a module entry runs its factory in process; one that does not load exits
   t.match(broken.output(), /mcpServers\.gone\.module: cannot load '.*no-such-file\.mjs'/)
   t.notMatch(broken.output(), /listening/)
 })
+
+t.test('SIGTERM drains: calls in flight past --drain-timeout are answered with an error and cancelled upstream, and the exit is 0', async t => {
+  const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
+  const dir = t.testdir({ 'gateway.json': JSON.stringify({ mcpServers: { up: { command: process.execPath, args: [fixture] } } }) })
+  const child = run(['--config', `${dir}/gateway.json`, '--port', '0', '--drain-timeout', '500'], { LOG_LEVEL: 'info' })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const base = /listening on (http:\/\/\S+)/.exec(await waitForBanner(child))?.[1] as string
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js')
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js')
+  const client = new Client({ name: 'drain-test', version: '1' })
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/up/mcp`)))
+  const rest = fetch(`${base}/up/tools/block`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"label":"rest"}' })
+  const session = client.callTool({ name: 'block', arguments: { label: 'session' } }).then(() => undefined, (err: unknown) => err)
+  while (!/block started rest/.test(child.output()) || !/block started session/.test(child.output())) {
+    await once(child.stdout as NodeJS.ReadableStream, 'data')
+  }
+  child.kill('SIGTERM')
+  const refused = await rest
+  t.equal(refused.status, 503, 'the REST call is answered when the drain times out')
+  t.match(await refused.json(), { code: 'GW_ERR_SHUTTING_DOWN' })
+  t.match(await session, { message: /shutting down/ }, 'the MCP call gets a JSON-RPC error on its stream')
+  t.equal(await exited(child), 0)
+  t.match(child.output(), /block cancelled rest/, 'the upstream was told the REST call is cancelled')
+  t.match(child.output(), /block cancelled session/, 'and the session call')
+  await client.close().catch(() => {})
+})
