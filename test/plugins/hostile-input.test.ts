@@ -91,7 +91,7 @@ t.test('a flood of slow-body sockets gets 408 and is closed, while other clients
   const gated = fetch(`${base}/gate/tools/gate`, { method: 'POST', headers: json, body: '{}' })
   await waiting
 
-  const FLOOD = 300
+  const FLOOD = 1000
   const BODY = 60
   const slow = Array.from({ length: FLOOD }, async () => {
     const socket = net.connect(port, '127.0.0.1')
