@@ -44,6 +44,8 @@ const OptionsSchema = Type.Object({
   allowedOrigins: Type.Optional(Type.Array(Type.String())),
   /** The gateway is not ready (`/ready` 503) while this server is down. Default `false`: a server that is down degrades the gateway, which keeps serving the others. */
   required: Type.Optional(Type.Boolean()),
+  /** Scopes a caller's token or API key must hold for any call of this server; 403 `insufficient_scope` naming them otherwise. Default: none. */
+  scopes: Type.Optional(Type.Array(Type.String())),
   /** Serve only `/mcp`: no REST routes, not in the registry. Default `false`; the aggregated endpoint sets it, its servers being registered themselves. */
   endpointOnly: Type.Optional(Type.Boolean())
 })
@@ -83,7 +85,7 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   const connection = givenConnection ?? new InProcessConnection(name, factory as ServerFactory)
   const registry = app.mcpRegistry
 
-  if (!endpointOnly) registry.add({ name, prefix: app.prefix, connection, ...(plain.required === true && { required: true }) })
+  if (!endpointOnly) registry.add({ name, prefix: app.prefix, connection, ...(plain.required === true && { required: true }), ...(plain.scopes !== undefined && { scopes: plain.scopes }) })
   // A server that fails to start is marked down and its routes answer 503; the gateway and
   // every other server keep serving.
   try {

@@ -12,6 +12,7 @@ import { InProcessConnection } from './connections/in-process.js'
 import { UpstreamConnection } from './connections/upstream.js'
 import { InvalidOptionsError } from './errors.js'
 import type { CallFilter } from './pipeline/pipeline.js'
+import type { SecurityOptions } from './security.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
 export type ServerEntry = McpServerPluginOptions & { prefix?: string }
@@ -34,6 +35,8 @@ export interface GatewayOptions {
   filters?: CallFilter[]
   /** Longest wait for calls in flight at shutdown before they are cancelled, in ms. Default 10000. */
   drainTimeoutMs?: number
+  /** Authentication, policy, rate limits, CORS and TLS (see src/security.ts); a config file's `gateway` section replaces it. */
+  security?: SecurityOptions
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -54,6 +57,14 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
   const config = options.config
   const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config)
   const aggregate = config === undefined ? options.aggregate : config.aggregate.enabled && { separator: config.aggregate.separator }
+  // The security plugins read this. Registered before any server is mounted, so their hooks
+  // and filters hold on every route: CORS first (a preflight carries no credentials), then
+  // authentication, then the filters of the call pipeline (policy, rate limits, audit).
+  const security = config === undefined ? options.security ?? {} : config.security
+  // [cors]
+  // [authentication]
+  // [filters]
+  void security
 
   // Every server is reached through a connection made here; upstreams start connecting at
   // once, and each mount (which adds its server to the registry) awaits its own.
@@ -90,6 +101,7 @@ async function configEntries (app: FastifyInstance, config: GatewayConfig): Prom
       ...(server.prefix !== undefined && { prefix: server.prefix }),
       ...(server.stateless !== undefined && { stateless: server.stateless }),
       ...(server.required !== undefined && { required: server.required }),
+      ...(server.scopes !== undefined && { scopes: server.scopes }),
       ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
       ...await reach(app, server)
     })

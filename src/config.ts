@@ -1,7 +1,22 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
+import { createHash } from 'node:crypto'
 import { ConfigError } from './errors.js'
+import { DEFAULT_RATE_LIMIT } from './defaults.js'
+import {
+  DEFAULT_CLOCK_TOLERANCE_SEC,
+  DEFAULT_JWT_ALGORITHMS,
+  type ApiKey,
+  type AuthOptions,
+  type CorsOptions,
+  type JwtOptions,
+  type Limit,
+  type PolicyRule,
+  type RateLimitOptions,
+  type SecurityOptions,
+  type TlsOptions
+} from './security.js'
 
 // The config file is the `mcpServers` file that Claude Desktop, Cursor, VS Code and mcpo
 // users already have, so an existing file works as it is: fields that only other tools read
@@ -15,6 +30,8 @@ interface CommonServerConfig {
   /** Where the server is mounted; the caller defaults it to `/<name>`. */
   prefix?: string
   stateless?: boolean
+  /** Scopes a caller's token or key must hold for any call of this server (403 `insufficient_scope` otherwise). */
+  scopes?: string[]
   /** The gateway is not ready (`/ready` 503) while this server is down. */
   required?: boolean
   timeoutMs?: number
@@ -50,6 +67,8 @@ export interface GatewayConfig {
   /** In file order, disabled ones included. */
   servers: ServerConfig[]
   aggregate: { enabled: boolean, separator: string }
+  /** Authentication, policy, rate limits, CORS, TLS: the rest of the `gateway` section. */
+  security: SecurityOptions
   /** One sentence per ignored field, naming the file. */
   warnings: string[]
 }
@@ -68,7 +87,7 @@ const RESERVED = ['/docs', '/redoc', '/health', '/ready', '/mcp', '/tools']
 const TRANSPORTS = new Map<unknown, 'stdio' | 'http' | 'sse'>([
   ['stdio', 'stdio'], ['http', 'http'], ['streamable-http', 'http'], ['streamable_http', 'http'], ['streamableHttp', 'http'], ['sse', 'sse']
 ])
-const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'required', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation', 'maxIsolated', 'isolatedIdleMs']
+const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'scopes', 'required', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation', 'maxIsolated', 'isolatedIdleMs']
 /** Fields about an upstream's connection, which in-process servers do not have. */
 const UPSTREAM_FIELDS = ['tools', 'isolation', 'connectTimeoutMs', 'retry', 'maxIsolated', 'isolatedIdleMs']
 const KIND_FIELDS: Record<Kind, string[]> = {
@@ -112,12 +131,12 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     }
   }
   checkPrefixes(servers, key, ctx)
-  const aggregate = parseGateway(root.gateway, ctx)
+  const { aggregate, security } = parseGateway(root.gateway, ctx)
   for (const field of Object.keys(root)) {
     if (!['mcpServers', 'servers', 'gateway'].includes(field)) warnIgnored(ctx, field)
   }
   if (ctx.problems.length > 0) throw new ConfigError(ctx.problems.join('\n'))
-  return { file: absolute, servers, aggregate, warnings: ctx.warnings }
+  return { file: absolute, servers, aggregate, security, warnings: ctx.warnings }
 }
 
 function parseText (text: string, file: string): unknown {
@@ -181,6 +200,7 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
     prefix: string(prefix, at('prefix'), ctx),
     stateless: boolean(entry.stateless, at('stateless'), ctx),
     required: boolean(entry.required, at('required'), ctx),
+    scopes: strings(entry.scopes, at('scopes'), ctx, false),
     timeoutMs: timeoutMs as number | undefined,
     connectTimeoutMs: connectTimeoutMs as number | undefined,
     disabled: boolean(entry.disabled, at('disabled'), ctx),
@@ -321,21 +341,184 @@ function parseRetry (value: unknown, path: string, ctx: Context): CommonServerCo
   return retry
 }
 
-function parseGateway (value: unknown, ctx: Context): GatewayConfig['aggregate'] {
-  if (value === undefined) return { enabled: true, separator: '_' }
+/** The gateway's own settings: every field known, since a typo here would silently change behaviour. */
+const GATEWAY_FIELDS = ['aggregate', 'separator', 'publicUrl', 'auth', 'policy', 'rateLimit', 'cors', 'tls']
+
+function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggregate' | 'security'> {
+  const defaults = { aggregate: { enabled: true, separator: '_' }, security: {} }
+  if (value === undefined) return defaults
   if (!isObject(value)) {
     report(ctx, 'gateway', `must be an object (got ${typeOf(value)})`)
-    return { enabled: true, separator: '_' }
+    return defaults
   }
-  // The gateway's own section, where a typo would silently change behaviour: an error, not a warning.
   for (const field of Object.keys(value)) {
-    if (field !== 'aggregate' && field !== 'separator') report(ctx, `gateway.${field}`, 'is not a known setting (expected aggregate or separator)')
+    if (!GATEWAY_FIELDS.includes(field)) report(ctx, `gateway.${field}`, `is not a known setting (expected one of ${GATEWAY_FIELDS.join(', ')})`)
   }
   const separator = string(value.separator, 'gateway.separator', ctx)
   if (separator !== undefined && !SEPARATOR.test(separator)) {
     report(ctx, 'gateway.separator', `must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got ${show(separator)})`)
   }
-  return { enabled: boolean(value.aggregate, 'gateway.aggregate', ctx) ?? true, separator: separator ?? '_' }
+  const publicUrl = string(value.publicUrl, 'gateway.publicUrl', ctx)
+  if (publicUrl !== undefined && !/^https?:\/\/[^/\s]+$/.test(publicUrl)) report(ctx, 'gateway.publicUrl', `must be an origin such as https://mcp.example.com, with no path (got ${show(publicUrl)})`)
+  const auth = parseAuth(value.auth, 'gateway.auth', ctx)
+  const policy = parsePolicy(value.policy, 'gateway.policy', ctx)
+  const rateLimit = parseRateLimit(value.rateLimit, 'gateway.rateLimit', ctx)
+  const cors = parseCors(value.cors, 'gateway.cors', ctx)
+  const tls = parseTls(value.tls, 'gateway.tls', ctx)
+  return {
+    aggregate: { enabled: boolean(value.aggregate, 'gateway.aggregate', ctx) ?? true, separator: separator ?? '_' },
+    security: defined({ publicUrl, auth, policy, rateLimit, cors, tls })
+  }
+}
+
+/** An object of known fields, or undefined (reported) when it is not one. */
+function section (value: unknown, path: string, fields: string[], ctx: Context): Entry | undefined {
+  if (value === undefined) return undefined
+  if (!isObject(value)) return report(ctx, path, `must be an object (got ${typeOf(value)})`)
+  for (const field of Object.keys(value)) {
+    if (!fields.includes(field)) report(ctx, `${path}.${field}`, `is not a known setting (expected one of ${fields.join(', ')})`)
+  }
+  return value
+}
+
+function parseAuth (value: unknown, path: string, ctx: Context): AuthOptions | undefined {
+  const auth = section(value, path, ['mode', 'apiKeys', 'jwt', 'protectDocs', 'authorizationServers', 'forwardIdentity'], ctx)
+  if (auth === undefined) return undefined
+  const mode = auth.mode ?? 'required'
+  if (mode !== 'required' && mode !== 'none') report(ctx, `${path}.mode`, `must be "required" or "none" (got ${show(mode)})`)
+  const apiKeys: ApiKey[] = []
+  if (auth.apiKeys !== undefined && !Array.isArray(auth.apiKeys)) report(ctx, `${path}.apiKeys`, `must be an array (got ${typeOf(auth.apiKeys)})`)
+  for (const [i, entry] of (Array.isArray(auth.apiKeys) ? auth.apiKeys : []).entries()) {
+    const at = `${path}.apiKeys[${i}]`
+    const item = section(entry, at, ['id', 'key', 'scopes'], ctx)
+    if (item === undefined) continue
+    const id = string(item.id, `${at}.id`, ctx)
+    if (id === undefined || id === '') report(ctx, `${at}.id`, 'is required: it names the caller in logs and policies')
+    const raw = string(item.key, `${at}.key`, ctx)
+    const key = raw === undefined ? undefined : interpolate(raw, `${at}.key`, ctx)
+    let sha256: string | undefined
+    if (key === undefined || key === '') report(ctx, `${at}.key`, 'is required: "${ENV_VAR}" or "sha256:<hex>"')
+    else if (key.startsWith('sha256:')) {
+      sha256 = key.slice('sha256:'.length).toLowerCase()
+      if (!/^[0-9a-f]{64}$/.test(sha256)) report(ctx, `${at}.key`, 'must be sha256: followed by 64 hex digits')
+    } else {
+      if (raw !== undefined && !raw.includes('${')) ctx.warnings.push(`${ctx.file}: ${at}.key holds a key in plain text; use "\${ENV_VAR}" or "sha256:<hex>"`)
+      if (key.length < 16) report(ctx, `${at}.key`, `is too short to be a secret (${key.length} characters; use at least 16)`)
+      sha256 = createHash('sha256').update(key).digest('hex')
+    }
+    if (id !== undefined && apiKeys.some(other => other.id === id)) report(ctx, `${at}.id`, `repeats the id ${show(id)}`)
+    if (id !== undefined && sha256 !== undefined) apiKeys.push({ id, sha256, scopes: strings(item.scopes, `${at}.scopes`, ctx, false) ?? [] })
+  }
+  const jwt = parseJwt(auth.jwt, `${path}.jwt`, ctx)
+  if (mode === 'required' && apiKeys.length === 0 && jwt === undefined) report(ctx, path, 'gives no apiKeys and no jwt: callers could not authenticate (say "mode": "none" to run without authentication)')
+  const forwardIdentity = record(auth.forwardIdentity, `${path}.forwardIdentity`, ctx)
+  for (const [header, field] of Object.entries(forwardIdentity)) {
+    if (/^(authorization|cookie|x-api-key|proxy-authorization)$/i.test(header)) report(ctx, `${path}.forwardIdentity.${header}`, 'names a credential header, which the gateway never forwards')
+    if (field === '') report(ctx, `${path}.forwardIdentity.${header}`, 'must name id, sub or a claim')
+  }
+  return {
+    mode: mode === 'none' ? 'none' : 'required',
+    apiKeys,
+    ...(jwt !== undefined && { jwt }),
+    protectDocs: boolean(auth.protectDocs, `${path}.protectDocs`, ctx) ?? false,
+    authorizationServers: strings(auth.authorizationServers, `${path}.authorizationServers`, ctx, true) ?? (jwt === undefined ? [] : [jwt.issuer]),
+    forwardIdentity
+  }
+}
+
+function parseJwt (value: unknown, path: string, ctx: Context): JwtOptions | undefined {
+  const jwt = section(value, path, ['issuer', 'jwksUri', 'audience', 'algorithms', 'clockToleranceSec'], ctx)
+  if (jwt === undefined) return undefined
+  const issuer = interpolate(string(jwt.issuer, `${path}.issuer`, ctx) ?? '', `${path}.issuer`, ctx)
+  if (issuer === '') report(ctx, `${path}.issuer`, 'is required: the exact iss of the tokens')
+  const jwksUri = interpolate(string(jwt.jwksUri, `${path}.jwksUri`, ctx) ?? '', `${path}.jwksUri`, ctx)
+  if (!/^https?:\/\//.test(jwksUri)) report(ctx, `${path}.jwksUri`, `must be an http(s) URL (got ${show(jwksUri)})`)
+  const audience = typeof jwt.audience === 'string' ? [interpolate(jwt.audience, `${path}.audience`, ctx)] : strings(jwt.audience, `${path}.audience`, ctx, true) ?? []
+  const algorithms = strings(jwt.algorithms, `${path}.algorithms`, ctx, false) ?? DEFAULT_JWT_ALGORITHMS
+  for (const algorithm of algorithms) {
+    if (!DEFAULT_JWT_ALGORITHMS.includes(algorithm)) report(ctx, `${path}.algorithms`, `names ${show(algorithm)}: only asymmetric algorithms are accepted (${DEFAULT_JWT_ALGORITHMS.join(', ')})`)
+  }
+  const tolerance = jwt.clockToleranceSec ?? DEFAULT_CLOCK_TOLERANCE_SEC
+  if (typeof tolerance !== 'number' || !Number.isInteger(tolerance) || tolerance < 0 || tolerance > 300) report(ctx, `${path}.clockToleranceSec`, `must be a whole number of seconds from 0 to 300 (got ${show(tolerance)})`)
+  return { issuer, jwksUri, audience, algorithms, clockToleranceSec: typeof tolerance === 'number' ? tolerance : DEFAULT_CLOCK_TOLERANCE_SEC }
+}
+
+function parsePolicy (value: unknown, path: string, ctx: Context): PolicyRule[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) return report(ctx, path, `must be an array of rules (got ${typeOf(value)})`)
+  const rules: PolicyRule[] = []
+  for (const [i, entry] of value.entries()) {
+    const at = `${path}[${i}]`
+    const rule = section(entry, at, ['match', 'allow', 'deny'], ctx)
+    if (rule === undefined) continue
+    const match = section(rule.match ?? {}, `${at}.match`, ['apiKey', 'sub', 'scope', 'claim'], ctx) ?? {}
+    const claim = match.claim === undefined ? undefined : record(match.claim, `${at}.match.claim`, ctx)
+    rules.push({
+      match: defined({ apiKey: string(match.apiKey, `${at}.match.apiKey`, ctx), sub: string(match.sub, `${at}.match.sub`, ctx), scope: string(match.scope, `${at}.match.scope`, ctx), claim }),
+      allow: strings(rule.allow, `${at}.allow`, ctx, false) ?? [],
+      deny: strings(rule.deny, `${at}.deny`, ctx, false) ?? []
+    })
+  }
+  return rules
+}
+
+/** A time window: milliseconds, or `"1 minute"`, `"30 seconds"`, `"500 ms"`, `"1 hour"`. */
+function duration (value: unknown, path: string, ctx: Context): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value
+  const match = typeof value === 'string' ? /^(\d+)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hours?)$/i.exec(value.trim()) : null
+  if (match === null) return report(ctx, path, `must be milliseconds or a duration such as "1 minute" (got ${show(value)})`)
+  const unit = (match[2] as string).toLowerCase()
+  const factor = unit.startsWith('h') ? 3_600_000 : unit === 'm' || unit.startsWith('min') ? 60_000 : unit === 'ms' || unit.startsWith('milli') ? 1 : 1000
+  return Number(match[1]) * factor
+}
+
+function parseLimit (value: Entry, path: string, ctx: Context): Partial<Limit> {
+  const max = value.max
+  if (max !== undefined && (typeof max !== 'number' || !Number.isInteger(max) || max < 1)) report(ctx, `${path}.max`, `must be a whole number above 0 (got ${show(max)})`)
+  return defined({ max: typeof max === 'number' ? max : undefined, timeWindow: duration(value.timeWindow, `${path}.timeWindow`, ctx) })
+}
+
+function parseRateLimit (value: unknown, path: string, ctx: Context): RateLimitOptions | undefined {
+  const limit = section(value, path, ['max', 'timeWindow', 'servers'], ctx)
+  if (limit === undefined) return undefined
+  const servers: RateLimitOptions['servers'] = {}
+  const byServer = section(limit.servers ?? {}, `${path}.servers`, Object.keys(isObject(limit.servers) ? limit.servers : {}), ctx) ?? {}
+  for (const [name, entry] of Object.entries(byServer)) {
+    const at = `${path}.servers.${name}`
+    const server = section(entry, at, ['max', 'timeWindow', 'tools'], ctx)
+    if (server === undefined) continue
+    const tools: Record<string, Partial<Limit>> = {}
+    const byTool = section(server.tools ?? {}, `${at}.tools`, Object.keys(isObject(server.tools) ? server.tools : {}), ctx) ?? {}
+    for (const [tool, toolEntry] of Object.entries(byTool)) {
+      const toolLimit = section(toolEntry, `${at}.tools.${tool}`, ['max', 'timeWindow'], ctx)
+      if (toolLimit !== undefined) tools[tool] = parseLimit(toolLimit, `${at}.tools.${tool}`, ctx)
+    }
+    servers[name] = { ...parseLimit(server, at, ctx), tools }
+  }
+  const { max, timeWindow } = parseLimit(limit, path, ctx)
+  return { max: max ?? DEFAULT_RATE_LIMIT.max, timeWindow: timeWindow ?? DEFAULT_RATE_LIMIT.timeWindow, servers }
+}
+
+function parseCors (value: unknown, path: string, ctx: Context): CorsOptions | undefined {
+  const cors = section(value, path, ['origins'], ctx)
+  if (cors === undefined) return undefined
+  const origins = strings(cors.origins, `${path}.origins`, ctx, true) ?? []
+  for (const origin of origins) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) report(ctx, `${path}.origins`, `names ${show(origin)}: an origin is scheme://host[:port], with no path, or *`)
+  }
+  return { origins }
+}
+
+function parseTls (value: unknown, path: string, ctx: Context): TlsOptions | undefined {
+  const tls = section(value, path, ['cert', 'key'], ctx)
+  if (tls === undefined) return undefined
+  const file = (field: 'cert' | 'key'): string => {
+    const given = interpolate(string(tls[field], `${path}.${field}`, ctx) ?? '', `${path}.${field}`, ctx)
+    if (given === '') report(ctx, `${path}.${field}`, 'is required: the path of a PEM file')
+    return given === '' ? '' : resolve(ctx.dir, given)
+  }
+  return { cert: file('cert'), key: file('key') }
 }
 
 /** Disabled servers are not mounted, so one may keep the prefix of the server that replaces it. */

@@ -75,6 +75,12 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024
  */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000
 
+/**
+ * Calls per caller when rate limiting is on and the config names no limit: 600 a minute,
+ * ten a second on average, more than a person or an agent in a loop needs.
+ */
+export const DEFAULT_RATE_LIMIT = { max: 600, timeWindow: 60_000 } as const
+
 /** Between a server's name and its tool's or prompt's on the aggregated endpoint `/mcp`. */
 export const DEFAULT_SEPARATOR = '_'
 

@@ -9,6 +9,8 @@ export interface MountedServer {
   readonly connection: McpConnection
   /** The gateway is not ready while this server is down (`/ready` answers 503). */
   readonly required?: boolean
+  /** Scopes a caller must hold for any call of this server. */
+  readonly scopes?: readonly string[]
 }
 
 /**
