@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { loadConfig, parseConfig, type GatewayConfig } from '../../src/config.js'
@@ -193,7 +194,7 @@ t.test('every problem in the file is reported together, one per line, each namin
     'gateway.json: mcpServers.my server.retry.maxMs must be at least initialMs (5000) (got 1000)',
     'gateway.json: mcpServers.hello.connectTimeoutMs applies only to stdio, http and sse servers, not to builtin ones',
     'gateway.json: mcpServers.hello.retry applies only to stdio, http and sse servers, not to builtin ones',
-    'gateway.json: gateway.seperator is not a known setting (expected aggregate or separator)',
+    'gateway.json: gateway.seperator is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls)',
     'gateway.json: gateway.separator must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got "::::")',
     'gateway.json: gateway.aggregate must be true or false (got string)'
   ])
@@ -312,4 +313,74 @@ t.test('a prefix the gateway serves itself, and a tool filter on an in-process s
   t.match(err.message, "g.json: mcpServers.docs would be mounted at /docs, which the gateway serves itself")
   t.match(err.message, "g.json: mcpServers.other would be mounted at /ready")
   t.match(err.message, 'g.json: mcpServers.greet.tools applies only to stdio, http and sse servers, not to builtin ones')
+})
+
+t.test('the security settings: API keys kept as SHA-256, JWT, policy, rate limits, CORS, TLS, scopes', async t => {
+  const digest = 'a'.repeat(64)
+  const config = parse({
+    mcpServers: { math: { builtin: 'math', scopes: ['math'] } },
+    gateway: {
+      publicUrl: 'https://mcp.example.com',
+      auth: {
+        apiKeys: [{ id: 'ci-bot', key: '${CI_BOT_KEY}', scopes: ['math'] }, { id: 'ops', key: `sha256:${digest.toUpperCase()}` }],
+        jwt: { issuer: 'https://idp.example.com/', jwksUri: 'https://idp.example.com/jwks', audience: 'https://mcp.example.com' }
+      },
+      policy: [{ match: { apiKey: 'ci-bot' }, allow: ['math/*'] }, { match: { claim: { groups: 'readers' } }, allow: ['files/read_*'], deny: ['files/write_*'] }],
+      rateLimit: { max: 600, timeWindow: '1 minute', servers: { files: { max: 60, tools: { write_file: { max: 5, timeWindow: '10 seconds' } } } } },
+      cors: { origins: ['https://app.example.com'] },
+      tls: { cert: './cert.pem', key: '/etc/tls/key.pem' }
+    }
+  }, { CI_BOT_KEY: 'k'.repeat(32) })
+  const security = config.security
+  t.equal(security.publicUrl, 'https://mcp.example.com')
+  t.same(security.auth?.apiKeys, [
+    { id: 'ci-bot', sha256: createHash('sha256').update('k'.repeat(32)).digest('hex'), scopes: ['math'] },
+    { id: 'ops', sha256: digest, scopes: [] }
+  ], 'keys are kept as their digests, never in plain text')
+  t.notMatch(JSON.stringify(config), /kkkkkkkk/)
+  t.match(security.auth, { mode: 'required', jwt: { issuer: 'https://idp.example.com/', audience: ['https://mcp.example.com'], clockToleranceSec: 30 }, authorizationServers: ['https://idp.example.com/'] })
+  t.notOk(security.auth?.jwt?.algorithms.some(algorithm => algorithm.startsWith('HS') || algorithm === 'none'))
+  t.same(security.policy, [
+    { match: { apiKey: 'ci-bot' }, allow: ['math/*'], deny: [] },
+    { match: { claim: { groups: 'readers' } }, allow: ['files/read_*'], deny: ['files/write_*'] }
+  ])
+  t.same(security.rateLimit, { max: 600, timeWindow: 60_000, servers: { files: { max: 60, tools: { write_file: { max: 5, timeWindow: 10_000 } } } } })
+  t.same(security.cors, { origins: ['https://app.example.com'] })
+  t.same(security.tls, { cert: join(process.cwd(), 'cert.pem'), key: '/etc/tls/key.pem' })
+  t.same(config.servers[0]?.scopes, ['math'])
+  t.same(parse({ mcpServers: { math: { builtin: 'math' } } }).security, {}, 'no gateway section: nothing on')
+})
+
+t.test('bad security settings are each reported, naming the field', async t => {
+  t.same(problems(t, {
+    mcpServers: { math: { builtin: 'math' } },
+    gateway: {
+      publicUrl: 'https://mcp.example.com/path',
+      auth: {
+        apiKeys: [{ id: 'short', key: 'abc' }, { key: 'sha256:xyz' }],
+        jwt: { issuer: 'https://idp', jwksUri: 'ftp://idp/jwks', algorithms: ['HS256', 'none'] }
+      },
+      rateLimit: { max: 0, timeWindow: 'a while' },
+      cors: { origins: ['app.example.com'] },
+      gatway: true
+    }
+  }), [
+    'gateway.json: gateway.gatway is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls)',
+    'gateway.json: gateway.publicUrl must be an origin such as https://mcp.example.com, with no path (got "https://mcp.example.com/path")',
+    'gateway.json: gateway.auth.apiKeys[0].key is too short to be a secret (3 characters; use at least 16)',
+    'gateway.json: gateway.auth.apiKeys[1].id is required: it names the caller in logs and policies',
+    'gateway.json: gateway.auth.apiKeys[1].key must be sha256: followed by 64 hex digits',
+    'gateway.json: gateway.auth.jwt.jwksUri must be an http(s) URL (got "ftp://idp/jwks")',
+    'gateway.json: gateway.auth.jwt.algorithms names "HS256": only asymmetric algorithms are accepted (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)',
+    'gateway.json: gateway.auth.jwt.algorithms names "none": only asymmetric algorithms are accepted (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)',
+    'gateway.json: gateway.rateLimit.max must be a whole number above 0 (got 0)',
+    'gateway.json: gateway.rateLimit.timeWindow must be milliseconds or a duration such as "1 minute" (got "a while")',
+    'gateway.json: gateway.cors.origins names "app.example.com": an origin is scheme://host[:port], with no path, or *'
+  ])
+  t.same(problems(t, { mcpServers: { math: { builtin: 'math' } }, gateway: { auth: {} } }), [
+    'gateway.json: gateway.auth gives no apiKeys and no jwt: callers could not authenticate (say "mode": "none" to run without authentication)'
+  ])
+  const plain = parse({ mcpServers: { math: { builtin: 'math' } }, gateway: { auth: { apiKeys: [{ id: 'x', key: 'a-key-written-in-the-file' }] } } })
+  t.match(plain.warnings, [/gateway\.auth\.apiKeys\[0\]\.key holds a key in plain text/], 'a key in plain text works, with a warning')
+  t.same(parse({ mcpServers: { math: { builtin: 'math' } }, gateway: { auth: { mode: 'none' } } }).security.auth?.mode, 'none')
 })
