@@ -9,7 +9,7 @@
  * or without cores 0 and 1, nothing is pinned and the output says so.
  *
  * Flags: --rounds N (3), --duration S (5), --warmup S (2), --connections 10,50,
- * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,proxy-session,proxy-stateless
+ * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,proxy-session,proxy-stateless,auth-rest,auth-mcp
  * (a prefix such as `proxy` or `mcp` selects every scenario named `<prefix>-…`).
  * Exit code: 0 unless a request failed or a target did not start or died.
  */
@@ -35,7 +35,7 @@ const PROBE_TIMEOUT_MS = 5_000
 const STOP_GRACE_MS = 3_000
 const GREETING = 'Hello, Ada!'
 
-const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, p99Ms: 20, p99AtConnections: 50 }
+const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, auth: 0.85, p99Ms: 20, p99AtConnections: 50 }
 // Allowed RSS drift between the first and the last round before "flat" becomes a MISS.
 const RSS_FLAT_MB = 5
 const RSS_FLAT_SHARE = 0.05
@@ -74,10 +74,10 @@ function reexecPinned (): void {
 // ---------------------------------------------------------------------------------------
 // What is measured
 
-type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless'
-type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' | 'proxy-session' | 'proxy-stateless'
+type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless' | 'auth-gateway'
+type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' | 'proxy-session' | 'proxy-stateless' | 'auth-rest' | 'auth-mcp'
 type PathKey = 'gateway-rest' | 'bare-rest' | 'gateway-modern' | 'sdk-modern' | 'gateway-legacy-stateless' | 'sdk-legacy' | 'gateway-legacy-session' |
-  'gateway-proxy-session' | 'supergateway-session' | 'gateway-proxy-stateless' | 'supergateway-stateless'
+  'gateway-proxy-session' | 'supergateway-session' | 'gateway-proxy-stateless' | 'supergateway-stateless' | 'auth-gateway-rest' | 'auth-gateway-modern'
 
 interface PathSpec {
   target: TargetName
@@ -93,6 +93,8 @@ interface PathSpec {
    * request in flight needs its own JSON-RPC id, so the body is built per request from this.
    */
   session?: (id: number | string) => string
+  /** Sent with `Authorization: Bearer` and the token its target printed (`bearer <token>`). */
+  bearer?: true
 }
 
 interface Scenario {
@@ -145,7 +147,9 @@ const PATHS: Record<PathKey, PathSpec> = {
   'gateway-proxy-session': { target: 'gateway-proxy', what: 'POST /up/mcp (2025, in a session)', url: '/up/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT, session: addCall },
   'supergateway-session': { target: 'supergateway', what: 'POST /mcp (2025, in a session)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT, session: addCall },
   'gateway-proxy-stateless': { target: 'gateway-proxy', what: 'POST /up-stateless/mcp (2025, stateless)', url: '/up-stateless/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT },
-  'supergateway-stateless': { target: 'supergateway-stateless', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT }
+  'supergateway-stateless': { target: 'supergateway-stateless', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT },
+  'auth-gateway-rest': { target: 'auth-gateway', what: 'POST /greet/tools/echoHai (JWT)', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}', expect: GREETING, bearer: true },
+  'auth-gateway-modern': { target: 'auth-gateway', what: 'POST /greet/mcp (2026-07-28, JWT)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING, bearer: true }
 }
 
 const SCENARIOS: Record<ScenarioName, Scenario> = {
@@ -179,6 +183,23 @@ const SCENARIOS: Record<ScenarioName, Scenario> = {
       'Supergateway\'s CPU figure misses most of those processes: it kills their shell, so they are reaped outside its process tree',
     minRatio: GOALS.proxy,
     load: { connections: [1], rounds: 1, warmup: 0 }
+  },
+  // What authentication costs: the same gateway and the same call, with a JWT verified on
+  // every request (RS256, JWKS served by the target itself, fetched once) and a policy rule
+  // every call passes, against none of that.
+  'auth-rest': {
+    gateway: 'auth-gateway-rest',
+    comparator: 'gateway-rest',
+    comparatorName: 'the gateway without auth',
+    note: 'auth-gateway: JWT (RS256, Authorization: Bearer) required and a policy that allows every tool; gateway: neither, same servers and logger',
+    minRatio: GOALS.auth
+  },
+  'auth-mcp': {
+    gateway: 'auth-gateway-modern',
+    comparator: 'gateway-modern',
+    comparatorName: 'the gateway without auth',
+    note: 'auth-gateway: JWT (RS256, Authorization: Bearer) required and a policy that allows every tool; gateway: neither, same servers and logger',
+    minRatio: GOALS.auth
   }
 }
 
@@ -188,7 +209,9 @@ const SCENARIO_PATH: Record<ScenarioName, string> = {
   'mcp-legacy-stateless': 'MCP 2025 stateless `/greet-stateless/mcp`',
   'mcp-legacy-session': 'MCP 2025 session `/greet/mcp`',
   'proxy-session': 'proxied stdio `add`, 2025 session `/up/mcp`',
-  'proxy-stateless': 'proxied stdio `add`, 2025 stateless `/up-stateless/mcp`'
+  'proxy-stateless': 'proxied stdio `add`, 2025 stateless `/up-stateless/mcp`',
+  'auth-rest': 'REST `POST /greet/tools/echoHai`, JWT',
+  'auth-mcp': 'MCP 2026-07-28 `/greet/mcp` `tools/call`, JWT'
 }
 
 // The proxied upstream: the same file for both proxies, run by plain node from dist/.
@@ -290,6 +313,8 @@ interface RunningTarget {
   startupMs: number
   /** Last lines the target printed, for the message when it dies. */
   tail: string[]
+  /** The bearer token it printed, for the paths that send one. */
+  bearer?: string
   /**
    * Its child processes (the proxies' upstreams) seen alive, by pid with their start time so
    * a reused pid is never signalled: any that outlive the target are killed by pid.
@@ -328,7 +353,14 @@ async function startTarget (name: TargetName, lifetimeMs: number): Promise<Runni
       // Drained and shown: a target blocked on a full stdout pipe would skew the figures.
       process.stderr.write(`  [${name}] ${line}\n`)
     }
+    let bearer: string | undefined
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', line => {
+      // The token is kept, not echoed: it is a credential, if only a bench's.
+      const token = /^bearer (\S+)$/.exec(line)
+      if (token !== null) {
+        bearer = token[1]
+        return
+      }
       const match = /^port (\d+)$/.exec(line)
       if (ready !== undefined || match === null) {
         echo(line)
@@ -336,7 +368,7 @@ async function startTarget (name: TargetName, lifetimeMs: number): Promise<Runni
       }
       clearTimeout(timer)
       const pid = child.pid as number
-      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail, descendants: new Map() }
+      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail, descendants: new Map(), ...(bearer !== undefined && { bearer }) }
       targets.set(name, ready)
       resolve(ready)
     })
@@ -433,10 +465,17 @@ async function openSession (target: RunningTarget, spec: PathSpec): Promise<stri
 
 const sessions = new Map<PathKey, string>()
 
-/** Headers of a path as loaded: with the session id once the session is open. */
+/** Headers of a path as loaded: with the session id once the session is open, and the target's token where the path sends one. */
 function headersOf (key: PathKey): Record<string, string> {
+  const spec = PATHS[key]
   const sessionId = sessions.get(key)
-  return sessionId === undefined ? PATHS[key].headers : { ...PATHS[key].headers, 'mcp-session-id': sessionId }
+  let headers = sessionId === undefined ? spec.headers : { ...spec.headers, 'mcp-session-id': sessionId }
+  if (spec.bearer === true) {
+    const token = targetOf(key).bearer
+    if (token === undefined) throw new BenchError(`target '${spec.target}' printed no 'bearer <token>' line`)
+    headers = { ...headers, authorization: `Bearer ${token}` }
+  }
+  return headers
 }
 
 async function probe (key: PathKey): Promise<void> {

@@ -26,6 +26,7 @@ import { DEFAULT_MAX_JSON_DEPTH, jsonBodyParser } from '../src/http/json-body.js
 import { errorBody } from '../src/http/server-options.js'
 import { CallPipeline, type CallFilter } from '../src/pipeline/pipeline.js'
 import { ErrorBody, ReadyBody, ServerReadyBody } from '../src/rest/schemas.js'
+import type { AuthOptions, SecurityOptions } from '../src/security.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -39,6 +40,8 @@ declare module 'fastify' {
     maxJsonDepth: number
     /** Whether the gateway is draining, and what to cancel when the drain times out. */
     gatewayShutdown: Shutdown
+    /** The gateway's security settings (src/security.ts), set by the gateway plugin; absent when the core plugin is used on its own. */
+    gatewaySecurity?: SecurityOptions
   }
   interface FastifyRequest {
     /** Who is calling, once authenticated; handlers of in-process servers see it as `ctx.http.authInfo`. */
@@ -120,6 +123,20 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       if (!('openapi' in document)) return document
       const extra = Object.fromEntries(app.openApiComponents) as Record<string, never>
       document.components = { ...document.components, schemas: { ...document.components?.schemas as Record<string, never>, ...extra } }
+      // Read when the document is first asked for, by then the gateway plugin has set them.
+      const schemes = securitySchemes(app.gatewaySecurity?.auth)
+      if (schemes !== undefined) {
+        // Either credential will do, so each scheme is a requirement of its own (OR);
+        // Swagger UI's "Authorize" button offers both and sends what is filled in.
+        document.components.securitySchemes = schemes as Record<string, never>
+        document.security = Object.keys(schemes).map(name => ({ [name]: [] }))
+        // The load balancer's probes need no credentials: an empty requirement overrides the global one.
+        for (const [path, item] of Object.entries(document.paths ?? {})) {
+          if (path === '/health' || path === '/ready' || path.startsWith('/ready/')) {
+            for (const operation of Object.values(item as Record<string, { security?: unknown[] }>)) operation.security = []
+          }
+        }
+      }
       return document
     }
   })
@@ -248,6 +265,28 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     if (gatewayError.headers !== undefined) void reply.headers(gatewayError.headers)
     return sendError(request, reply, gatewayError)
   })
+}
+
+/**
+ * The OpenAPI security schemes of the configured credentials, or none when no caller needs
+ * any: `bearerAuth` for `Authorization: Bearer` (a JWT when JWTs are configured, else an API
+ * key), `apiKey` for the `X-API-Key` header when API keys are configured.
+ */
+function securitySchemes (auth: AuthOptions | undefined): Record<string, Record<string, string>> | undefined {
+  if (auth === undefined || auth.mode !== 'required') return undefined
+  const hasKeys = auth.apiKeys.length > 0
+  if (!hasKeys && auth.jwt === undefined) return undefined
+  return {
+    bearerAuth: {
+      type: 'http',
+      scheme: 'bearer',
+      ...(auth.jwt !== undefined && { bearerFormat: 'JWT' }),
+      description: auth.jwt !== undefined
+        ? `A JWT access token from ${auth.jwt.issuer}${hasKeys ? ', or an API key' : ''}`
+        : 'An API key'
+    },
+    ...(hasKeys && { apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An API key' } })
+  }
 }
 
 /**

@@ -14,6 +14,7 @@ import { ForbiddenHostError, InvalidOptionsError, unavailable } from '../src/err
 import { StreamableHttpEndpoint } from '../src/http/endpoint.js'
 import { jsonBodyParser } from '../src/http/json-body.js'
 import { registerRestRoutes } from '../src/rest/routes.js'
+import { normalizeOrigin } from './cors.js'
 
 const OptionsSchema = Type.Object({
   /** Name in logs, tags, operation ids and `/ready`. Required: it is the server's identity. */
@@ -79,7 +80,9 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   const timeoutMs = plain.timeoutMs ?? DEFAULT_TIMEOUT_MS
   const bodyLimit = plain.bodyLimit ?? DEFAULT_BODY_LIMIT
   const allowedHosts = plain.allowedHosts ?? localhostAllowedHostnames()
-  const allowedOrigins = plain.allowedOrigins ?? localhostAllowedOrigins()
+  // Hostnames, and the CORS origins whole (`https://app.example.com`): a browser origin the
+  // gateway answers CORS requests from must not then be refused by this check.
+  const allowedOrigins = [...plain.allowedOrigins ?? localhostAllowedOrigins(), ...(app.gatewaySecurity?.cors?.origins ?? []).map(normalizeOrigin)]
   const endpointOnly = plain.endpointOnly ?? false
   const log = app.log.child({ mcpServer: name })
   const connection = givenConnection ?? new InProcessConnection(name, factory as ServerFactory)
@@ -157,9 +160,12 @@ function checkHostAndOrigin (request: FastifyRequest, allowedHosts: string[], al
     const host = validateHostHeader(request.headers.host, allowedHosts)
     if (!host.ok) throw new ForbiddenHostError(host.message)
   }
-  if (!allowedOrigins.includes('*')) {
-    const origin = validateOriginHeader(request.headers.origin, allowedOrigins)
-    if (!origin.ok) throw new ForbiddenHostError(origin.message)
+  const origin = request.headers.origin
+  // A whole origin is one of the CORS origins; the SDK's check compares hostnames only, so
+  // none of those entries can match there.
+  if (!allowedOrigins.includes('*') && (origin === undefined || !allowedOrigins.includes(origin))) {
+    const checked = validateOriginHeader(origin, allowedOrigins)
+    if (!checked.ok) throw new ForbiddenHostError(checked.message)
   }
 }
 

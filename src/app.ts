@@ -3,6 +3,8 @@ import { isAbsolute } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import core from '../plugins/core.js'
+import cors from '../plugins/cors.js'
+import filters from '../plugins/filters.js'
 import mcpServer, { type McpServerPluginOptions } from '../plugins/mcp-server.js'
 import { builtinServers } from '../servers/index.js'
 import type { GatewayConfig, ServerConfig } from './config.js'
@@ -61,9 +63,13 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
   // and filters hold on every route: CORS first (a preflight carries no credentials), then
   // authentication, then the filters of the call pipeline (policy, rate limits, audit).
   const security = config === undefined ? options.security ?? {} : config.security
-  // [cors]
-  // [authentication]
-  // [filters]
+  // The settings as the rest of the gateway reads them: the Origin check of each mount (a CORS
+  // origin is an allowed Origin), the OpenAPI document's security schemes and each REST
+  // route's documented 401/403/429.
+  app.decorate('gatewaySecurity', security)
+  if (security.cors !== undefined) await app.register(cors, { origins: security.cors.origins })
+  await app.register(import('../plugins/auth.js'), security)
+  await app.register(filters, { ...(security.policy !== undefined && { policy: security.policy }), ...(security.rateLimit !== undefined && { rateLimit: security.rateLimit }) })
   void security
 
   // Every server is reached through a connection made here; upstreams start connecting at

@@ -146,6 +146,27 @@ export class ServerUnavailableError extends ServerUnavailableBase implements Gat
   }
 }
 
+const RateLimitedBase = createError<[limit: number, windowMs: number, scope: string, retryAfter: number]>(
+  'GW_ERR_RATE_LIMITED', 'Rate limit of %d calls per %d ms %s exceeded: retry in %d s', 429)
+
+/**
+ * A call over one of the caller's rate limits (src/pipeline/rate-limit.ts). `Retry-After`
+ * and the IETF draft's `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (the
+ * names `@fastify/rate-limit` uses with `enableDraftSpec`) describe the limit that refused it.
+ */
+export class RateLimitedError extends RateLimitedBase implements GatewayError {
+  headers: Record<string, string>
+  constructor (limit: number, windowMs: number, scope: string, retryAfterSeconds: number) {
+    super(limit, windowMs, scope, retryAfterSeconds)
+    this.headers = {
+      'retry-after': String(retryAfterSeconds),
+      'ratelimit-limit': String(limit),
+      'ratelimit-remaining': '0',
+      'ratelimit-reset': String(retryAfterSeconds)
+    }
+  }
+}
+
 const ShuttingDownBase = createError(
   'GW_ERR_SHUTTING_DOWN', 'The gateway is shutting down: retry on another instance', 503)
 
@@ -184,6 +205,52 @@ export class TooManyIsolatedError extends TooManyIsolatedBase implements Gateway
   constructor (server: string, limit: number, retryAfterSeconds?: number) {
     super(server, limit)
     if (retryAfterSeconds !== undefined) this.headers = { 'retry-after': String(retryAfterSeconds) }
+  }
+}
+
+// --- Authentication (plugins/auth.ts): each carries its `WWW-Authenticate` challenge ------
+
+const UnauthenticatedBase = createError<[detail: string]>(
+  'GW_ERR_UNAUTHENTICATED', 'Authentication required: %s', 401)
+
+/**
+ * A protected route reached with no credentials, or with a token or API key that is not
+ * valid here (unknown, expired, not yet valid, for another resource). The challenge names
+ * the endpoint's protected resource metadata (RFC 9728), where a client finds its
+ * authorization server.
+ */
+export class UnauthenticatedError extends UnauthenticatedBase implements GatewayError {
+  headers: Record<string, string>
+  constructor (detail: string, challenge: string) {
+    super(detail)
+    this.headers = { 'www-authenticate': challenge }
+  }
+}
+
+const InsufficientScopeBase = createError<[scopes: string]>(
+  'GW_ERR_INSUFFICIENT_SCOPE', 'Insufficient scope: this server needs the scopes %s', 403)
+
+/** A caller whose token or key lacks a scope the server requires; the challenge names every scope needed. */
+export class InsufficientScopeError extends InsufficientScopeBase implements GatewayError {
+  headers: Record<string, string>
+  constructor (scopes: string, challenge: string) {
+    super(scopes)
+    this.headers = { 'www-authenticate': challenge }
+  }
+}
+
+const InvalidAuthRequestBase = createError<[detail: string]>(
+  'GW_ERR_INVALID_AUTH_REQUEST', 'Invalid authentication request: %s', 400)
+
+/**
+ * Credentials sent in a way the gateway refuses: a token in the query string (the MCP
+ * authorization spec forbids it: URLs end up in logs and histories), or two credentials at once.
+ */
+export class InvalidAuthRequestError extends InvalidAuthRequestBase implements GatewayError {
+  headers: Record<string, string>
+  constructor (detail: string, challenge: string) {
+    super(detail)
+    this.headers = { 'www-authenticate': challenge }
   }
 }
 

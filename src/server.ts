@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
@@ -11,7 +12,7 @@ import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults.js'
 /** After the drain timeout: time for cancelled calls to answer and children to stop. */
 const SHUTDOWN_MARGIN_MS = 5000
 
-const USAGE = `Usage: mcp-gateway [--config FILE] [--port N] [--host ADDR]
+const USAGE = `Usage: mcp-gateway [--config FILE] [--port N] [--host ADDR] [--tls-cert FILE --tls-key FILE]
 
 Runs the MCP gateway: with the built-in servers (greet, bye, math), or with the
 servers a config file declares.
@@ -32,7 +33,14 @@ Options:
                  Top level "gateway": { "aggregate": true, "separator": "_" }.
                  An invalid config exits with code 2 and starts nothing.
   --port N       Port to listen on (env PORT, default 3000)
-  --host ADDR    Address to bind (env HOST, default 127.0.0.1)
+  --host ADDR    Address to bind (env HOST, default 127.0.0.1). Beyond loopback the
+                 gateway refuses to start without authentication (gateway.auth in
+                 the config) unless told to run open: "auth": { "mode": "none" }
+                 or --no-auth
+  --no-auth      Run without authentication, whatever the config's gateway.auth says
+  --tls-cert FILE, --tls-key FILE
+                 Serve HTTPS with this PEM certificate (chain) and private key,
+                 in place of the config's gateway.tls; plain HTTP is then refused
   --drain-timeout MS
                  On SIGTERM or SIGINT, how long calls in flight may finish before
                  they are cancelled (env DRAIN_TIMEOUT_MS, default 10000); a second
@@ -64,6 +72,9 @@ try {
       config: { type: 'string' },
       port: { type: 'string' },
       host: { type: 'string' },
+      'no-auth': { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       'drain-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -97,6 +108,31 @@ if (configFile !== undefined && configFile !== '') {
   for (const warning of config.warnings) process.stderr.write(`mcp-gateway: warning: ${warning}\n`)
 }
 
+// Secure by default: an address beyond loopback is reachable by others, so the gateway does
+// not serve it open unless the operator says so (`"auth": { "mode": "none" }` or --no-auth).
+if (args['no-auth'] === true && config?.security.auth !== undefined && config.security.auth.mode !== 'none') {
+  process.stderr.write('mcp-gateway: warning: --no-auth: the config\'s gateway.auth is ignored, every route is open\n')
+  config = { ...config, security: { ...config.security, auth: { ...config.security.auth, mode: 'none' } } }
+}
+const loopback = host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
+if (!loopback && config?.security.auth === undefined && args['no-auth'] !== true) {
+  fail(`refusing to listen on ${host} without authentication: add "gateway": { "auth": { "apiKeys": [...] } } (or "jwt") to the config, or say "auth": { "mode": "none" } (or --no-auth) to run open on purpose`)
+}
+
+// HTTPS: the flags (both or neither) over the config's `gateway.tls`.
+if ((args['tls-cert'] === undefined) !== (args['tls-key'] === undefined)) fail('--tls-cert and --tls-key go together: give both')
+const tls = args['tls-cert'] !== undefined && args['tls-key'] !== undefined
+  ? { cert: args['tls-cert'], key: args['tls-key'] }
+  : config?.security.tls
+const pem = (path: string, what: string): Buffer => {
+  try {
+    return readFileSync(path)
+  } catch (err) {
+    fail(`cannot read the TLS ${what} '${path}': ${(err as Error).message}`)
+  }
+}
+const certificate = tls === undefined ? undefined : { cert: pem(tls.cert, 'certificate'), key: pem(tls.key, 'key') }
+
 const count = (name: string): number | undefined => {
   const value = process.env[name]
   if (value === undefined || value === '') return undefined
@@ -116,14 +152,24 @@ for (const [key, name] of [
   if (value !== undefined) limits[key] = value
 }
 
-const app = Fastify({
-  // Timeouts, size bounds and the answers to malformed HTTP: the same options the tests use.
-  ...serverOptions(limits),
-  logger: {
-    level: process.env.LOG_LEVEL ?? 'info',
-    redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]']
-  }
-})
+const options = serverOptions(limits)
+let app
+try {
+  app = Fastify({
+    // Timeouts, size bounds and the answers to malformed HTTP: the same options the tests use.
+    ...options,
+    // https.createServer takes http.createServer's options (header size and timeouts) too;
+    // Fastify hands it only these, so they are passed again with the certificate.
+    ...(certificate !== undefined && { https: { ...options.http, ...certificate } }),
+    logger: {
+      level: process.env.LOG_LEVEL ?? 'info',
+      redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]']
+    }
+  })
+} catch (err) {
+  // A certificate and key that are not PEM, or do not match.
+  fail(`cannot serve HTTPS with --tls-cert/--tls-key or gateway.tls: ${(err as Error).message}`)
+}
 limitConnections(app.server, limits)
 
 try {
@@ -160,7 +206,7 @@ try {
 }
 
 const address = app.server.address()
-const base = `http://${host.includes(':') ? `[${host}]` : host}:${typeof address === 'object' && address !== null ? address.port : port}`
+const base = `${certificate === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${typeof address === 'object' && address !== null ? address.port : port}`
 const lines = [`MCP gateway listening on ${base}`]
 for (const { name, prefix, connection: server } of app.mcpRegistry.servers()) {
   const tools = server.tools().map(tool => tool.name).join(', ')

@@ -142,6 +142,8 @@ export interface CallContext {
   way: WayIn
   /** The HTTP request's id (`x-request-id` or Fastify's), where the way in knows it. */
   requestId?: string
+  /** The client's address (Fastify's `request.ip`, which honours `trustProxy`), where the way in knows it: what rate limits key an anonymous caller by. */
+  ip?: string
 }
 
 /**

@@ -9,7 +9,7 @@ import {
   type Tool
 } from '@modelcontextprotocol/client'
 import type { Progress } from '@modelcontextprotocol/client'
-import type { CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
+import type { AuthInfo, CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_ISOLATED_IDLE_MS, DEFAULT_MAX_ISOLATED, DEFAULT_TIMEOUT_MS } from '../defaults.js'
 import { CallError, fromSdkError, invalidParams, TooManyIsolatedError } from '../errors.js'
 import { paramHeaderValues, toolParamHeaders } from '../mcp/param-headers.js'
@@ -115,6 +115,8 @@ export class UpstreamConnection implements McpConnection {
   /** Progress routes of requests in flight, by the progress token the gateway gave them. */
   #progress = new Map<string, (progress: Progress) => void>()
   #progressTokens = 0
+  /** Header name → what of the caller it carries (`id`, `sub` or a claim), for a Streamable HTTP upstream; see `forwardIdentity`. */
+  #identityHeaders: Array<[header: string, field: string]> | undefined
 
   constructor (name: string, options: UpstreamOptions) {
     this.name = name
@@ -127,6 +129,20 @@ export class UpstreamConnection implements McpConnection {
   }
 
   get state (): ServerState { return this.#state }
+
+  /**
+   * Sends who the caller is (the gateway's `auth.forwardIdentity`: header name → `id`, `sub`
+   * or a claim name) with each request to a Streamable HTTP upstream. Only these headers and
+   * the entry's own configured `headers` ever reach an upstream: the caller's credentials
+   * (`Authorization`, `X-API-Key`, cookies) never do, as the MCP authorization spec's "no
+   * token passthrough" asks. An HTTP+SSE upstream's transport sends no per-request headers.
+   */
+  forwardIdentity (headers: Record<string, string>): void {
+    if (this.#options.transport.kind !== 'http') return
+    const entries = Object.entries(headers)
+    this.#identityHeaders = entries.length > 0 ? entries : undefined
+  }
+
   /** Why the server is down, in the gateway's words: never the upstream's error text, which may hold secrets. */
   get failure (): string | undefined { return this.#failure }
   get retryAfter (): number | undefined {
@@ -371,7 +387,10 @@ export class UpstreamConnection implements McpConnection {
         timeout: token === undefined ? timeoutMs : MAX_TIMER_MS,
         ...(modern !== undefined && { allowInputRequired: true }),
         // Only an HTTP upstream reads headers; stdio has none to send.
-        ...(modern !== undefined && method === 'tools/call' && this.#options.transport.kind !== 'stdio' && { headers: this.#mirroredHeaders(params) })
+        ...(modern !== undefined && method === 'tools/call' && this.#options.transport.kind !== 'stdio' && { headers: this.#mirroredHeaders(params) }),
+        ...(this.#identityHeaders !== undefined && options.authInfo !== undefined && {
+          headers: { ...(modern !== undefined && method === 'tools/call' && this.#mirroredHeaders(params)), ...identityHeaders(this.#identityHeaders, options.authInfo) }
+        })
       }) as Record<string, unknown>
       // The client runs notification handlers a microtask late and settles responses at
       // once, so the upstream's last progress or log message before its answer may still be
@@ -508,3 +527,25 @@ async function listTools (client: Link['client'], timeout = DEFAULT_TIMEOUT_MS):
   return await allPages<Tool>(async params => await client.request({ method: 'tools/list', params }, { timeout }), 'tools')
 }
 
+
+/**
+ * The caller's identity as headers: `id` is the identity's client id (the API key's id, the
+ * token's `client_id` or `sub`), `sub` the token's subject, anything else a claim of the token.
+ * A field the caller does not have sends no header. Values are made safe for a header: text
+ * outside printable ASCII is percent-encoded, so a claim cannot inject a header line.
+ */
+function identityHeaders (fields: Array<[header: string, field: string]>, authInfo: AuthInfo): Record<string, string> {
+  const extra = authInfo.extra as { sub?: unknown, claims?: Record<string, unknown> } | undefined
+  const headers: Record<string, string> = {}
+  for (const [header, field] of fields) {
+    const value = field === 'id' ? authInfo.clientId : field === 'sub' ? extra?.sub : extra?.claims?.[field]
+    const text = Array.isArray(value) ? value.filter(isScalar).join(',') : isScalar(value) ? String(value) : undefined
+    if (text === undefined || text === '') continue
+    headers[header] = /^[\x20-\x7e]*$/.test(text) ? text : encodeURIComponent(text)
+  }
+  return headers
+}
+
+function isScalar (value: unknown): value is string | number | boolean {
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+}

@@ -4,6 +4,7 @@ import {
   CLIENT_INFO_META_KEY,
   isJSONRPCRequest,
   PROTOCOL_VERSION_META_KEY,
+  type AuthInfo,
   type InboundClassificationOutcome,
   type JSONRPCMessage,
   type JSONRPCNotification,
@@ -15,10 +16,10 @@ import {
 import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
 import type { McpConnection } from '../connections/connection.js'
 import { GATEWAY_INFO } from '../defaults.js'
-import { JsonRpcCode } from '../errors.js'
+import { JsonRpcCode, type GatewayError } from '../errors.js'
 import { carryAuthInfo, interceptHandlers } from '../mcp/handlers.js'
 import { MultiplexTransport } from '../mcp/multiplex-transport.js'
-import type { CallPipeline } from '../pipeline/pipeline.js'
+import type { CallPipeline, ServedBy } from '../pipeline/pipeline.js'
 import { acceptsJsonAndSse, hijack, isSupportedLegacyVersion, sseFrame, startSse } from './sse.js'
 
 /**
@@ -80,6 +81,8 @@ export class Lanes {
   #connection: McpConnection
   #options: LaneOptions
   #lanes = new Map<string, Lane>()
+  /** The filters' refusals of requests in flight, by the exchange's origin: answered with their own HTTP status and headers. */
+  #refusals = new WeakMap<object, GatewayError>()
 
   constructor (connection: McpConnection, options: LaneOptions) {
     this.#connection = connection
@@ -147,7 +150,16 @@ export class Lanes {
 
   #instance (ctx: Parameters<McpConnection['createServer']>[0], mux: MultiplexTransport): McpServer | Server {
     const server = this.#connection.createServer(ctx, 'shared')
-    const servedBy = { server: this.#connection.name, scope: 'shared' as const, requestIdOf: (id: RequestId) => mux.originOf(id)?.requestId, authInfoOf: (id: RequestId) => mux.originOf(id)?.authInfo }
+    const servedBy: ServedBy & { authInfoOf: (id: RequestId) => AuthInfo | undefined } = {
+      server: this.#connection.name,
+      scope: 'shared',
+      originOf: id => mux.originOf(id),
+      authInfoOf: id => mux.originOf(id)?.authInfo,
+      refused: (id, err) => {
+        const origin = mux.originOf(id)
+        if (origin !== undefined) this.#refusals.set(origin, err)
+      }
+    }
     return this.#options.pipeline?.wrapServer(server, servedBy) ?? interceptHandlers(server, (_method, handler) => carryAuthInfo(handler, servedBy.authInfoOf))
   }
 
@@ -165,10 +177,11 @@ export class Lanes {
         resolve()
       }
       res.once('close', onClose)
-      // Only what someone reads is carried: the caller for the handler, the request id for the pipeline.
+      // Only what someone reads is carried: the caller for the handler, the request id and the
+      // client's address for the pipeline.
       const identity = request.identity
       const origin = identity !== undefined || this.#options.pipeline?.active === true
-        ? { requestId: request.id, ...(identity !== undefined && { authInfo: identity }) }
+        ? { requestId: request.id, ip: request.ip, ...(identity !== undefined && { authInfo: identity }) }
         : undefined
       id = lane.mux.request(message, {
         ...(origin !== undefined && { origin }),
@@ -188,7 +201,13 @@ export class Lanes {
           if (streaming) {
             res.end(sseFrame(response))
           } else {
-            const status = lane.era === 'modern' && 'error' in response ? MODERN_ERROR_STATUS[response.error.code] ?? 200 : 200
+            // A call the filters refused (a rate limit) is answered with the refusal's own
+            // status and headers (429, Retry-After), in either era; other errors as the SDK entry would.
+            const refusal = origin === undefined ? undefined : this.#refusals.get(origin)
+            const status = refusal !== undefined && 'error' in response
+              ? refusal.statusCode ?? 200
+              : lane.era === 'modern' && 'error' in response ? MODERN_ERROR_STATUS[response.error.code] ?? 200 : 200
+            if (refusal?.headers !== undefined && 'error' in response) void reply.headers(refusal.headers)
             void reply.code(status).type('application/json').send(JSON.stringify(response))
           }
           resolve()

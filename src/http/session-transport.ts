@@ -9,7 +9,7 @@ import {
   type Transport,
   type TransportSendOptions
 } from '@modelcontextprotocol/server'
-import { JsonRpcCode } from '../errors.js'
+import { JsonRpcCode, type GatewayError } from '../errors.js'
 import { hijack, sseFrame, startSse } from './sse.js'
 
 const KEEP_ALIVE_MS = 15_000
@@ -53,6 +53,8 @@ class PostExchange {
   #live: ServerResponse | undefined
   #streaming = false
   #complete = false
+  /** A filter's refusal of this POST's one request: its JSON answer takes the refusal's status and headers. */
+  #refusal: GatewayError | undefined
   /** The POST's HTTP response is over (answered, streamed to the end, closed or gone). */
   readonly finished: Promise<void>
   #finish!: () => void
@@ -86,8 +88,15 @@ class PostExchange {
 
   get complete (): boolean { return this.#complete }
 
-  /** The id of the POST that carried this exchange's requests. */
-  get requestId (): string { return this.#request.id }
+  /** The POST that carried this exchange's requests: its id and the client's address. */
+  get origin (): { requestId: string, ip: string } {
+    return { requestId: this.#request.id, ip: this.#request.ip }
+  }
+
+  /** A filter refused one of this POST's requests (a rate limit). */
+  refuse (err: GatewayError): void {
+    this.#refusal = err
+  }
 
   /** A message the server relates to one of this POST's requests: the exchange streams. */
   stream (message: JSONRPCMessage): boolean {
@@ -133,7 +142,11 @@ class PostExchange {
     if (this.#pending.size > 0) return
     this.#complete = true
     if (!this.#streaming) {
-      void this.#reply.code(200).header('mcp-session-id', this.#transport.sessionId).type('application/json')
+      // A refused request alone in its POST is answered with the refusal's HTTP status and
+      // headers (429, Retry-After); in a batch the other answers keep it a 200.
+      const refusal = this.#batch || !('error' in message) ? undefined : this.#refusal
+      if (refusal?.headers !== undefined) void this.#reply.headers(refusal.headers)
+      void this.#reply.code(refusal?.statusCode ?? 200).header('mcp-session-id', this.#transport.sessionId).type('application/json')
         .send(JSON.stringify(this.#batch ? this.#order.map(id => this.#answers.get(id)) : this.#answers.get(this.#order[0])))
       this.#finish()
     } else if (this.#live !== undefined) {
@@ -281,9 +294,14 @@ export class SessionTransport implements Transport {
     return exchange.resume(request, reply, lastSeq)
   }
 
-  /** The HTTP request id of the POST that carried a request still in flight. */
-  requestIdOf (id: RequestId): string | undefined {
-    return this.#exchanges.get(id)?.requestId
+  /** The POST that carried a request still in flight: its HTTP request id and the client's address. */
+  originOf (id: RequestId): { requestId: string, ip: string } | undefined {
+    return this.#exchanges.get(id)?.origin
+  }
+
+  /** A filter refused a request in flight: its POST's JSON answer takes the refusal's status. */
+  refused (id: RequestId, err: GatewayError): void {
+    this.#exchanges.get(id)?.refuse(err)
   }
 
   /** A stream read to its end: nothing left to resume. */

@@ -9,6 +9,7 @@ import {
 } from '@modelcontextprotocol/server'
 import type { McpConnection } from '../connections/connection.js'
 import { JsonRpcCode, toJsonRpcError, TooManySessionsError } from '../errors.js'
+import { callerKey } from '../mcp/input-rounds.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import { SessionTransport } from './session-transport.js'
 import { acceptsJsonAndSse, isSupportedLegacyVersion, rejectJsonRpc } from './sse.js'
@@ -34,6 +35,8 @@ interface Session {
   server: McpServer | Server
   /** When the session's last POST came; the table's order follows it. */
   lastSeen: number
+  /** Who opened it (`callerKey`): a request with another identity's credentials does not find it. */
+  caller: string
 }
 
 /**
@@ -94,7 +97,10 @@ export class SessionTable {
       return
     }
     const session = this.#sessions.get(sessionId)
-    if (session === undefined) {
+    // A session id is not a credential: presented by another caller it is unknown, so a
+    // leaked or guessed id gives nobody else the session (MCP spec, security best practices:
+    // session hijacking).
+    if (session === undefined || session.caller !== callerKey(request.identity)) {
       rejectJsonRpc(reply, 404, JsonRpcCode.SessionNotFound, 'Session not found')
       return
     }
@@ -159,7 +165,7 @@ export class SessionTable {
     const id = randomUUID()
     const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse, maxStreamLifetimeMs: this.#options.maxStreamLifetimeMs })
     const created = this.#connection.createServer(undefined, 'session')
-    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', requestIdOf: id => transport.requestIdOf(id) }) ?? created
+    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', originOf: id => transport.originOf(id), refused: (id, err) => { transport.refused(id, err) } }) ?? created
     transport.onclose = () => { this.#forget(id) }
     this.#opening++
     try {
@@ -167,7 +173,7 @@ export class SessionTable {
     } finally {
       this.#opening--
     }
-    this.#sessions.set(id, { transport, server, lastSeen: Date.now() })
+    this.#sessions.set(id, { transport, server, lastSeen: Date.now(), caller: callerKey(request.identity) })
     this.#options.log.debug({ sessionId: id }, 'mcp session opened')
     await transport.handlePost(request.body as unknown as JSONRPCMessage, request, reply)
   }

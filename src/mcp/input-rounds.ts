@@ -3,6 +3,7 @@ import {
   CLIENT_CAPABILITIES_META_KEY,
   ProtocolError,
   ProtocolErrorCode,
+  type AuthInfo,
   type ServerContext
 } from '@modelcontextprotocol/server'
 import type { McpMessage, RelayOptions } from '../connections/connection.js'
@@ -33,6 +34,18 @@ const NEEDS: Record<string, string | undefined> = Object.fromEntries(Object.entr
 const waiting = new Map<string, AskingCall>()
 
 /**
+ * Who a caller is, to bind what it starts (a call waiting for its answers here, a 2025-era
+ * session in src/http/sessions.ts) to it: the kind of credential, the client and the subject;
+ * `''` while nobody is authenticated. Never the token itself, which a client refreshes while
+ * it stays the same caller.
+ */
+export function callerKey (authInfo: AuthInfo | undefined): string {
+  if (authInfo === undefined) return ''
+  const extra = authInfo.extra as { kind?: unknown, sub?: unknown } | undefined
+  return JSON.stringify([extra?.kind ?? null, authInfo.clientId, typeof extra?.sub === 'string' ? extra.sub : null])
+}
+
+/**
  * One round of a 2026-07-28 call that may ask its client for input: the first (`start` makes
  * the upstream call), or a retry that carries answers and the `requestState` of an earlier
  * round. Answers the call's result, or `input_required` with the questions still open.
@@ -45,7 +58,9 @@ export async function askingRound (
   const state = ctx.mcpReq.requestState()
   if (typeof state === 'string' && state.startsWith(KEY_PREFIX)) {
     const call = waiting.get(state)
-    if (call === undefined) {
+    // Another caller's `requestState` answers as an unknown one: it must not continue (or
+    // learn of) a call that is not its own.
+    if (call === undefined || call.caller !== callerKey(options.authInfo)) {
       throw new ProtocolError(ProtocolErrorCode.InvalidParams, 'Invalid or expired requestState: the call it continues has ended, or was made through another gateway instance; make the call again', { reason: 'invalid_request_state' })
     }
     return await call.round(ctx, options)
@@ -63,6 +78,8 @@ interface Question {
 type Outcome = { result: Record<string, unknown> } | { error: unknown }
 
 class AskingCall {
+  /** The caller that made the call (`callerKey`): only its retries continue it. */
+  readonly caller: string
   /** Minted with the first question: a call that asks nothing costs no entry in `waiting`. */
   #key: string | undefined
   #questions = new Map<string, Question>()
@@ -77,6 +94,7 @@ class AskingCall {
 
   constructor (start: (options: RelayOptions) => Promise<Record<string, unknown>>, first: RelayOptions) {
     this.#round = first
+    this.caller = callerKey(first.authInfo)
     // The call outlives the round that started it, so it has its own signal; a round that is
     // cancelled while it waits cancels the call (see `round`).
     start({

@@ -20,8 +20,8 @@ export interface Exchange {
    * elicitation), when the exchange has a client to ask; without it, such a request is refused.
    */
   ask?: (request: JSONRPCRequest) => Promise<Record<string, unknown>>
-  /** The HTTP request it came with, where there is one: its id, and who is calling (the handler's `ctx.http.authInfo`). */
-  origin?: { requestId?: string, authInfo?: AuthInfo }
+  /** The HTTP request it came with, where there is one: its id, the client's address, and who is calling (the handler's `ctx.http.authInfo`). */
+  origin?: { requestId?: string, ip?: string, authInfo?: AuthInfo }
 }
 
 interface Pending extends Exchange {

@@ -9,7 +9,8 @@ import {
   ResourceNotFoundError,
   ToolNotFoundError,
   ToolTimeoutError,
-  toJsonRpcError
+  toJsonRpcError,
+  type GatewayError
 } from '../errors.js'
 import { carryAuthInfo, interceptHandlers, type Handler } from '../mcp/handlers.js'
 
@@ -80,6 +81,11 @@ export function isCallMethod (method: string): method is CallMethod {
   return CALLS.has(method)
 }
 
+/** A denial's answer (or an unknown name's): nothing about it may differ from an unknown name's. */
+function isUnknownItem (err: Error): boolean {
+  return err instanceof ToolNotFoundError || err instanceof PromptNotFoundError || err instanceof ResourceNotFoundError
+}
+
 /** What a refused call answers: exactly what an unknown name answers. */
 function unknownItem (call: CallContext): Error {
   const name = call.name ?? ''
@@ -107,8 +113,14 @@ export interface ServedBy {
   server: string
   /** A session's own instance, or one shared by stateless requests. */
   scope: ServerScope
-  /** The HTTP request id of a JSON-RPC request in flight on this instance, where the transport knows it. */
-  requestIdOf?: (id: RequestId) => string | undefined
+  /** The HTTP request that carried a JSON-RPC request in flight on this instance (its id, the client's address), where the transport knows it. */
+  originOf?: (id: RequestId) => { requestId?: string, ip?: string } | undefined
+  /**
+   * Told when an admission filter refuses a request in flight (never of a denial, which must
+   * answer as an unknown name does), so a transport that answers it as plain JSON can give
+   * the answer the refusal's HTTP status and headers (429 and `Retry-After`).
+   */
+  refused?: (id: RequestId, err: GatewayError) => void
   /** The caller of a request in flight, for a transport that cannot hand it to the SDK itself. */
   authInfoOf?: (id: RequestId) => AuthInfo | undefined
 }
@@ -252,14 +264,22 @@ export class CallPipeline implements CallGate {
         name: String(method === 'tools/call' || method === 'prompts/get' ? params?.name : params?.uri),
         ...(params?.arguments !== undefined && { arguments: params.arguments as Record<string, unknown> })
       }
-      return await this.call(call, async () => await handler(request, ctx), err => toJsonRpcError(err, servedBy.server))
+      return await this.call(call, async () => await handler(request, ctx), err => {
+        if (isGatewayError(err) && !isUnknownItem(err)) servedBy.refused?.(ctx.mcpReq.id, err)
+        return toJsonRpcError(err, servedBy.server)
+      })
     }
   }
 
   #wrapList (method: ListMethod, handler: Handler, servedBy: ServedBy): Handler {
     return async (request, ctx) => {
       const call = { ...contextOf(servedBy, ctx), method }
-      return await this.listed(call, async () => await handler(request, ctx) as Record<string, unknown>) as Result
+      const result = await this.listed(call, async () => await handler(request, ctx) as Record<string, unknown>)
+      // A list authorization filtered is the caller's own: a 2026-07-28 result says so
+      // (SEP-2549 `cacheScope`, a field of the result itself, which wins over any hint the
+      // server configured), so no shared cache hands it to another caller. Marked whether or
+      // not this caller lost an item, since another caller may see less.
+      return (this.#allows.length > 0 && ctx.mcpReq.envelope !== undefined ? { ...result, cacheScope: 'private' } : result) as Result
     }
   }
 }
@@ -267,11 +287,12 @@ export class CallPipeline implements CallGate {
 /** The way in and the caller of a request an SDK server instance handles. */
 function contextOf (servedBy: ServedBy, ctx: ServerContext): Omit<CallContext, 'method'> {
   const identity = ctx.http?.authInfo
-  const requestId = servedBy.requestIdOf?.(ctx.mcpReq.id)
+  const origin = servedBy.originOf?.(ctx.mcpReq.id)
   return {
     server: servedBy.server,
     way: servedBy.scope === 'session' ? 'mcp-2025-session' : ctx.mcpReq.envelope !== undefined ? 'mcp-2026' : 'mcp-2025-stateless',
     ...(identity !== undefined && { identity }),
-    ...(requestId !== undefined && { requestId })
+    ...(origin?.requestId !== undefined && { requestId: origin.requestId }),
+    ...(origin?.ip !== undefined && { ip: origin.ip })
   }
 }

@@ -16,6 +16,7 @@ import {
 } from '../errors.js'
 import { allPages } from '../mcp/protocol.js'
 import type { CallContext, CallMethod, CallPipeline, ListMethod } from '../pipeline/pipeline.js'
+import type { SecurityOptions } from '../security.js'
 import { callToolResultSchema, ErrorRef, listSchema } from './schemas.js'
 import { documentedSchema, toolValidatorCompiler, validationSchema } from './tool-schemas.js'
 
@@ -54,7 +55,7 @@ export function registerRestRoutes (app: FastifyInstance, options: RestOptions):
       tags: [name],
       operationId: `${name}__listTools`,
       summary: `The tools of '${name}' with their JSON Schemas`,
-      response: { 200: listSchema('tools', 'The tools offered now') }
+      response: { 200: listSchema('tools', 'The tools offered now'), ...securityResponses(app.gatewaySecurity) }
     }
   }, async (request) => ({ server: name, tools: rest.visible(request, 'tools/list', { tools: connection.tools() }).tools }))
 
@@ -121,7 +122,8 @@ class RestCalls {
       ...(args !== undefined && { arguments: args }),
       ...(identity !== undefined && { identity }),
       way: 'rest',
-      requestId: request.id
+      requestId: request.id,
+      ip: request.ip
     }
   }
 
@@ -200,6 +202,40 @@ class RestCalls {
   }
 }
 
+/**
+ * The refusals the security settings add to every tool, prompt and resource operation,
+ * documented only where they can happen: 401 and 403 when callers must authenticate, 429
+ * when calls are rate limited.
+ */
+function securityResponses (security: SecurityOptions | undefined): Partial<Record<401 | 403 | 429, Record<string, unknown>>> {
+  return {
+    ...(security?.auth?.mode === 'required' && {
+      401: {
+        description: 'No credentials, or ones that are not valid (`GW_ERR_UNAUTHENTICATED`); `WWW-Authenticate` names the scheme and the protected resource metadata',
+        headers: { 'WWW-Authenticate': { type: 'string', description: 'The challenge (RFC 6750 `Bearer`, with `resource_metadata`)' } },
+        ...ErrorRef
+      },
+      403: {
+        description: 'The credentials lack a scope the server requires (`GW_ERR_INSUFFICIENT_SCOPE`, `insufficient_scope` in `WWW-Authenticate`)',
+        headers: { 'WWW-Authenticate': { type: 'string', description: 'The challenge, naming the scopes needed' } },
+        ...ErrorRef
+      }
+    }),
+    ...(security?.rateLimit !== undefined && {
+      429: {
+        description: 'Over one of the caller\'s rate limits (`GW_ERR_RATE_LIMITED`); `Retry-After` and the `RateLimit-*` headers say when to retry',
+        headers: {
+          'Retry-After': { type: 'integer', description: 'Seconds until the call may be retried' },
+          'RateLimit-Limit': { type: 'integer', description: 'Calls allowed per window' },
+          'RateLimit-Remaining': { type: 'integer', description: 'Calls left in the window' },
+          'RateLimit-Reset': { type: 'integer', description: 'Seconds until the window resets' }
+        },
+        ...ErrorRef
+      }
+    })
+  }
+}
+
 function registerToolRoute (app: FastifyInstance, rest: RestCalls, tool: Tool, options: RestOptions): void {
   const server = options.name
   const input = validationSchema(tool.inputSchema as Record<string, unknown> | undefined)
@@ -231,7 +267,8 @@ function registerToolRoute (app: FastifyInstance, rest: RestCalls, tool: Tool, o
         },
         502: { description: 'The server failed while handling the call', ...ErrorRef },
         503: { description: 'The server is down', ...ErrorRef },
-        504: { description: 'The tool did not answer in time', ...ErrorRef }
+        504: { description: 'The tool did not answer in time', ...ErrorRef },
+        ...securityResponses(app.gatewaySecurity)
       }
     }
   }, async (request, reply) => await rest.callTool(tool.name, request, reply))
@@ -251,7 +288,8 @@ function registerPromptAndResourceRoutes (app: FastifyInstance, rest: RestCalls,
     404: { description: 'Unknown server, prompt or resource', ...ErrorRef },
     502: { description: 'The server failed while handling the request', ...ErrorRef },
     503: { description: 'The server is down', ...ErrorRef },
-    504: { description: 'The server did not answer in time', ...ErrorRef }
+    504: { description: 'The server did not answer in time', ...ErrorRef },
+    ...securityResponses(app.gatewaySecurity)
   }
 
   if (unknown || connection.capabilities().prompts !== undefined) {

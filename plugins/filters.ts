@@ -1,0 +1,71 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+import { Type } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { InvalidOptionsError } from '../src/errors.js'
+import { auditFilter, writes } from '../src/pipeline/audit.js'
+import { policyFilter } from '../src/pipeline/policy.js'
+import { rateLimitFilter } from '../src/pipeline/rate-limit.js'
+import type { PolicyRule, RateLimitOptions } from '../src/security.js'
+
+const LimitSchema = { max: Type.Optional(Type.Integer({ minimum: 1 })), timeWindow: Type.Optional(Type.Integer({ minimum: 1 })) }
+
+/** The options' shape, checked when the gateway is embedded (the config file's are parsed by src/config.ts). */
+const OptionsSchema = Type.Object({
+  policy: Type.Optional(Type.Array(Type.Object({
+    match: Type.Object({
+      apiKey: Type.Optional(Type.String()),
+      sub: Type.Optional(Type.String()),
+      scope: Type.Optional(Type.String()),
+      claim: Type.Optional(Type.Record(Type.String(), Type.String()))
+    }, { additionalProperties: false }),
+    allow: Type.Array(Type.String()),
+    deny: Type.Array(Type.String())
+  }))),
+  rateLimit: Type.Optional(Type.Object({
+    max: Type.Integer({ minimum: 1 }),
+    timeWindow: Type.Integer({ minimum: 1 }),
+    servers: Type.Record(Type.String(), Type.Object({ ...LimitSchema, tools: Type.Record(Type.String(), Type.Object(LimitSchema)) }))
+  })),
+  audit: Type.Optional(Type.Boolean())
+})
+
+export interface FiltersOptions {
+  /** Per-tool authorization rules, first fitting rule decides (src/pipeline/policy.ts). Default: none, every caller sees and calls everything. */
+  policy?: PolicyRule[]
+  /** Rate limits per caller, by default, server and tool (src/pipeline/rate-limit.ts). Default: none. */
+  rateLimit?: RateLimitOptions
+  /**
+   * Where the rate-limit counters live: a `@fastify/rate-limit` store. Default: its in-memory
+   * `LocalStore`, counting per gateway process; a store shared by every replica (Redis) makes
+   * the limits hold across them.
+   */
+  store?: FastifyRateLimitStoreCtor
+  /** An audit line per tool call, prompt get and resource read (src/pipeline/audit.ts). Default: on while the logger writes `info`, since otherwise every line would be dropped and the filter only cost time. */
+  audit?: boolean
+}
+
+/**
+ * The call pipeline's filters from the security options, in the pipeline's fixed order:
+ * authorization (`policy`), admission (rate limits), then the audit observer. A filter whose
+ * options are absent is not added, so a gateway without them passes calls through unwrapped.
+ */
+async function filters (app: FastifyInstance, options: FiltersOptions): Promise<void> {
+  const { store, ...plain } = options
+  if (!Value.Check(OptionsSchema, plain)) {
+    const issue = Value.Errors(OptionsSchema, plain).First()
+    throw new InvalidOptionsError(`filters ${issue?.path || '/'} ${issue?.message ?? ''}`.trim())
+  }
+  const policy = policyFilter(options.policy)
+  if (policy !== undefined) app.callPipeline.add(policy)
+  if (options.rateLimit !== undefined) {
+    // Only for its limiters and store: `global: false` puts no hook on any route, since a
+    // call is counted where the pipeline sees it, on every way in, not per HTTP request.
+    await app.register(rateLimit, { global: false, ...(store !== undefined && { store }) })
+    app.callPipeline.add(rateLimitFilter(options.rateLimit, app.createRateLimit))
+  }
+  if (options.audit ?? writes(app.log, 'info')) app.callPipeline.add(auditFilter(app.log))
+}
+
+export default fp(filters, { name: 'gateway-filters', fastify: '5.x', dependencies: ['gateway-core'] })

@@ -1,0 +1,102 @@
+import { createHash } from 'node:crypto'
+import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload } from 'jose'
+import type { AuthInfo } from '@modelcontextprotocol/server'
+import type { JwtOptions } from '../../security.js'
+
+/** Most verified tokens remembered at once; past it the oldest is forgotten (and verified again if it comes back). */
+export const MAX_CACHED_TOKENS = 10_000
+
+/** Why a token was refused, in words fit for the client (`error_description`). */
+export class TokenRefused extends Error {}
+
+/**
+ * JWT access tokens of one issuer, verified with `jose` against the issuer's JWKS, which
+ * `createRemoteJWKSet` caches and fetches again when a token names a `kid` it does not hold
+ * (at most once per 30 s, its cooldown, so unknown `kid`s cannot make the gateway hammer the
+ * issuer). `algorithms` is pinned to the configured asymmetric list: `none` and the HS family
+ * never verify, so a token "signed" with the issuer's public key as an HMAC secret is refused.
+ *
+ * The audience is checked per request, outside `jwtVerify`, because the same token is
+ * verified once and then checked against whichever endpoint it is presented to: a verified
+ * token's claims are remembered by the token's SHA-256 until its `exp` (at most
+ * `MAX_CACHED_TOKENS` of them), so a client's calls do not verify a signature each time.
+ */
+export class JwtVerifier {
+  #options: JwtOptions
+  #jwks: ReturnType<typeof createRemoteJWKSet>
+  #audience: Set<string>
+  /** Claims of verified tokens by the token's SHA-256, in order of insertion (oldest first). */
+  #verified = new Map<string, JWTPayload & { exp: number }>()
+
+  constructor (options: JwtOptions) {
+    this.#options = options
+    this.#jwks = createRemoteJWKSet(new URL(options.jwksUri))
+    this.#audience = new Set(options.audience.map(withoutTrailingSlash))
+  }
+
+  /**
+   * The caller a token names, when it is valid and meant for `resource` (its `aud` holds the
+   * endpoint's resource URL, or one of the configured audiences). Throws `TokenRefused`.
+   */
+  async verify (token: string, resource: string): Promise<AuthInfo> {
+    const claims = await this.#claims(token)
+    const audience = typeof claims.aud === 'string' ? [claims.aud] : claims.aud ?? []
+    const wanted = withoutTrailingSlash(resource)
+    if (!audience.some(aud => withoutTrailingSlash(aud) === wanted || this.#audience.has(withoutTrailingSlash(aud)))) {
+      throw new TokenRefused(`The token is not meant for this resource (${resource})`)
+    }
+    const { scope, scp } = claims
+    return {
+      token,
+      clientId: typeof claims.client_id === 'string' ? claims.client_id : claims.sub ?? '',
+      scopes: typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scp) ? scp.filter(s => typeof s === 'string') : typeof scp === 'string' ? scp.split(' ').filter(Boolean) : [],
+      expiresAt: claims.exp,
+      extra: { kind: 'jwt', sub: claims.sub, claims }
+    }
+  }
+
+  async #claims (token: string): Promise<JWTPayload & { exp: number }> {
+    const key = createHash('sha256').update(token).digest('base64url')
+    const cached = this.#verified.get(key)
+    if (cached !== undefined) {
+      if (cached.exp * 1000 > Date.now()) return cached
+      this.#verified.delete(key)
+    }
+    let payload: JWTPayload
+    try {
+      ({ payload } = await jwtVerify(token, this.#jwks, {
+        issuer: this.#options.issuer,
+        algorithms: this.#options.algorithms,
+        clockTolerance: this.#options.clockToleranceSec,
+        // A token without an expiry would be good for ever.
+        requiredClaims: ['exp']
+      }))
+    } catch (err) {
+      throw new TokenRefused(reasonOf(err))
+    }
+    const claims = payload as JWTPayload & { exp: number }
+    // Within the clock tolerance a token may verify after its exp: it is not remembered then.
+    if (claims.exp * 1000 > Date.now()) {
+      if (this.#verified.size >= MAX_CACHED_TOKENS) this.#verified.delete(this.#verified.keys().next().value as string)
+      this.#verified.set(key, claims)
+    }
+    return claims
+  }
+}
+
+function reasonOf (err: unknown): string {
+  if (err instanceof errors.JWTExpired) return 'The token has expired'
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.claim === 'nbf') return 'The token is not valid yet'
+    if (err.claim === 'iss') return 'The token was not issued by the trusted issuer'
+    return `The token's ${err.claim} claim is not valid`
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed) return 'The token is not signed with an accepted algorithm'
+  if (err instanceof errors.JWKSNoMatchingKey) return 'The token is signed with a key the issuer does not publish'
+  if (err instanceof errors.JWSSignatureVerificationFailed) return 'The token\'s signature is not valid'
+  return 'The token is not a valid access token'
+}
+
+function withoutTrailingSlash (url: string): string {
+  return url.length > 1 && url.endsWith('/') ? url.slice(0, -1) : url
+}

@@ -1,0 +1,53 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { isGatewayError } from '../errors.js'
+import type { CallContext, CallFilter, CallMethod, CallOutcome } from './pipeline.js'
+
+// The audit log: one structured line per tool call, prompt get and resource read, whatever
+// the way in, as an `observe` filter of the call pipeline (so refusals are audited too, and
+// a failure to log never changes an answer). Each line is at `info`, under `audit`: who
+// (`clientId`, never a credential; the address of an anonymous caller), what (server, name,
+// method), how (way in, request id), and how it went (outcome, duration). The arguments,
+// which may hold personal data, only while the logger writes `debug`.
+
+/** The calls audited; lists and subscriptions are not. */
+const AUDITED = new Set<CallMethod | string>(['tools/call', 'prompts/get', 'resources/read'])
+
+/** Pino's levels by name, to ask a logger whether it writes one (Fastify's logger type leaves `isLevelEnabled` out). */
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 }
+
+/** Whether `log` writes lines at `level`; a disabled logger (`logger: false`) writes none. */
+export function writes (log: FastifyBaseLogger, level: 'debug' | 'info'): boolean {
+  const current = LEVELS[log.level]
+  return current !== undefined && current <= (LEVELS[level] as number)
+}
+
+/** One audit line's fields. */
+function entryOf (call: CallContext, outcome: CallOutcome, withArguments: boolean): Record<string, unknown> {
+  const identity = call.identity
+  const sub = (identity?.extra as { sub?: unknown } | undefined)?.sub
+  const code = isGatewayError(outcome.error) ? outcome.error.code : undefined
+  return {
+    ...(identity !== undefined ? { clientId: identity.clientId } : call.ip !== undefined && { ip: call.ip }),
+    ...(typeof sub === 'string' && { sub }),
+    server: call.server,
+    method: call.method,
+    name: call.name,
+    way: call.way,
+    outcome: outcome.outcome,
+    ...(code !== undefined && { code }),
+    durationMs: Math.round(outcome.durationMs * 100) / 100,
+    ...(call.requestId !== undefined && { requestId: call.requestId }),
+    ...(withArguments && call.arguments !== undefined && { arguments: call.arguments })
+  }
+}
+
+/** The audit filter, writing to `log`. */
+export function auditFilter (log: FastifyBaseLogger): CallFilter {
+  return {
+    name: 'audit',
+    observe (call: CallContext, outcome: CallOutcome): void {
+      if (!AUDITED.has(call.method)) return
+      log.info({ audit: entryOf(call, outcome, writes(log, 'debug')) }, 'mcp call')
+    }
+  }
+}
