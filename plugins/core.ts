@@ -215,8 +215,10 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
   }
   app.decorate('gatewayShutdown', shutdown)
   // After the body is parsed, so an MCP client's refusal carries its request id.
-  app.addHook('preValidation', async (request) => {
-    if (draining && request.routeOptions.url !== '/health' && request.routeOptions.url !== '/ready' && request.routeOptions.url !== '/ready/:server') throw new ShuttingDownError()
+  // A callback hook, not an async one: it runs on every request, and all it does is one test.
+  app.addHook('preValidation', (request, _reply, done) => {
+    if (draining && request.routeOptions.url !== '/health' && request.routeOptions.url !== '/ready' && request.routeOptions.url !== '/ready/:server') done(new ShuttingDownError())
+    else done()
   })
   let drainTimer: NodeJS.Timeout | undefined
   app.addHook('preClose', async () => {

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { InvalidUtf8Error, JsonTooDeepError } from '../errors.js'
 
@@ -65,24 +66,22 @@ export function jsonBodyParser (app: FastifyInstance, options: JsonBodyOptions =
   const emptyIsUndefined = options.emptyIsUndefined ?? false
   // Fastify's parser is typed as callback-or-promise; the one it returns takes a callback.
   const parse = app.getDefaultJsonParser('error', 'error') as StringParser
-  // One decoder for every request: decode() with no stream option keeps no state between calls.
-  const decoder = new TextDecoder('utf-8', { fatal: true })
   return (request, body, done) => {
     if (body.length === 0 && emptyIsUndefined) {
       done(null, undefined)
       return
     }
-    let text: string
-    try {
-      text = decoder.decode(body)
-    } catch {
+    // Node's `isUtf8` (simdutf) validates without decoding, several times faster than a
+    // fatal TextDecoder on the small bodies of tool calls; the decode after it cannot lose bytes.
+    if (!isUtf8(body)) {
       done(new InvalidUtf8Error())
       return
     }
-    if (nestsDeeperThan(body, maxDepth)) {
+    // Fewer bytes than the limit cannot nest deeper than it: most bodies skip the scan.
+    if (body.length > maxDepth && nestsDeeperThan(body, maxDepth)) {
       done(new JsonTooDeepError(maxDepth))
       return
     }
-    parse(request, text, done)
+    parse(request, body.toString('utf8'), done)
   }
 }
