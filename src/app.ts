@@ -2,6 +2,7 @@ import { pathToFileURL } from 'node:url'
 import { isAbsolute } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import auth from '../plugins/auth.js'
 import core from '../plugins/core.js'
 import cors from '../plugins/cors.js'
 import filters from '../plugins/filters.js'
@@ -14,6 +15,7 @@ import { InProcessConnection } from './connections/in-process.js'
 import { UpstreamConnection } from './connections/upstream.js'
 import { InvalidOptionsError } from './errors.js'
 import type { CallFilter } from './pipeline/pipeline.js'
+import type { ObservabilityOptions } from './observability.js'
 import type { SecurityOptions } from './security.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
@@ -39,6 +41,8 @@ export interface GatewayOptions {
   drainTimeoutMs?: number
   /** Authentication, policy, rate limits, CORS and TLS (see src/security.ts); a config file's `gateway` section replaces it. */
   security?: SecurityOptions
+  /** Metrics, traces and the status page; a config file's `gateway` section replaces it. */
+  observability?: ObservabilityOptions
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -68,9 +72,12 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
   // route's documented 401/403/429.
   app.decorate('gatewaySecurity', security)
   if (security.cors !== undefined) await app.register(cors, { origins: security.cors.origins })
-  await app.register(import('../plugins/auth.js'), security)
+  await app.register(auth, security)
   await app.register(filters, { ...(security.policy !== undefined && { policy: security.policy }), ...(security.rateLimit !== undefined && { rateLimit: security.rateLimit }) })
-  void security
+  // Observability: metrics, traces and the status page, before any server is mounted too.
+  // [metrics]
+  // [tracing]
+  // [status]
 
   // Every server is reached through a connection made here; upstreams start connecting at
   // once, and each mount (which adds its server to the registry) awaits its own.
