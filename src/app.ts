@@ -75,9 +75,11 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
   await app.register(auth, security)
   await app.register(filters, { ...(security.policy !== undefined && { policy: security.policy }), ...(security.rateLimit !== undefined && { rateLimit: security.rateLimit }) })
   // Observability: metrics, traces and the status page, before any server is mounted too.
+  const observability = config === undefined ? options.observability ?? {} : config.observability
   // [metrics]
   // [tracing]
   // [status]
+  void observability
 
   // Every server is reached through a connection made here; upstreams start connecting at
   // once, and each mount (which adds its server to the registry) awaits its own.

@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml'
 import { createHash } from 'node:crypto'
 import { ConfigError } from './errors.js'
 import { DEFAULT_RATE_LIMIT } from './defaults.js'
+import type { ObservabilityOptions } from './observability.js'
 import {
   DEFAULT_CLOCK_TOLERANCE_SEC,
   DEFAULT_JWT_ALGORITHMS,
@@ -69,6 +70,8 @@ export interface GatewayConfig {
   aggregate: { enabled: boolean, separator: string }
   /** Authentication, policy, rate limits, CORS, TLS: the rest of the `gateway` section. */
   security: SecurityOptions
+  /** Metrics, traces and the status page. */
+  observability: ObservabilityOptions
   /** One sentence per ignored field, naming the file. */
   warnings: string[]
 }
@@ -131,12 +134,12 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     }
   }
   checkPrefixes(servers, key, ctx)
-  const { aggregate, security } = parseGateway(root.gateway, ctx)
+  const { aggregate, security, observability } = parseGateway(root.gateway, ctx)
   for (const field of Object.keys(root)) {
     if (!['mcpServers', 'servers', 'gateway'].includes(field)) warnIgnored(ctx, field)
   }
   if (ctx.problems.length > 0) throw new ConfigError(ctx.problems.join('\n'))
-  return { file: absolute, servers, aggregate, security, warnings: ctx.warnings }
+  return { file: absolute, servers, aggregate, security, observability, warnings: ctx.warnings }
 }
 
 function parseText (text: string, file: string): unknown {
@@ -342,10 +345,10 @@ function parseRetry (value: unknown, path: string, ctx: Context): CommonServerCo
 }
 
 /** The gateway's own settings: every field known, since a typo here would silently change behaviour. */
-const GATEWAY_FIELDS = ['aggregate', 'separator', 'publicUrl', 'auth', 'policy', 'rateLimit', 'cors', 'tls']
+const GATEWAY_FIELDS = ['aggregate', 'separator', 'publicUrl', 'auth', 'policy', 'rateLimit', 'cors', 'tls', 'metrics', 'tracing', 'statusPage']
 
-function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggregate' | 'security'> {
-  const defaults = { aggregate: { enabled: true, separator: '_' }, security: {} }
+function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggregate' | 'security' | 'observability'> {
+  const defaults = { aggregate: { enabled: true, separator: '_' }, security: {}, observability: {} }
   if (value === undefined) return defaults
   if (!isObject(value)) {
     report(ctx, 'gateway', `must be an object (got ${typeOf(value)})`)
@@ -367,8 +370,23 @@ function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggre
   const tls = parseTls(value.tls, 'gateway.tls', ctx)
   return {
     aggregate: { enabled: boolean(value.aggregate, 'gateway.aggregate', ctx) ?? true, separator: separator ?? '_' },
-    security: defined({ publicUrl, auth, policy, rateLimit, cors, tls })
+    security: defined({ publicUrl, auth, policy, rateLimit, cors, tls }),
+    observability: parseObservability(value, ctx)
   }
+}
+
+function parseObservability (gateway: Entry, ctx: Context): ObservabilityOptions {
+  const metrics = section(gateway.metrics, 'gateway.metrics', ['enabled', 'port', 'protect'], ctx)
+  const port = metrics?.port
+  if (port !== undefined && (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)) report(ctx, 'gateway.metrics.port', `must be a port number (got ${show(port)})`)
+  const tracing = section(gateway.tracing, 'gateway.tracing', ['endpoint', 'serviceName'], ctx)
+  const endpoint = tracing?.endpoint === undefined ? undefined : interpolate(string(tracing.endpoint, 'gateway.tracing.endpoint', ctx) ?? '', 'gateway.tracing.endpoint', ctx)
+  if (endpoint !== undefined && !/^https?:\/\//.test(endpoint)) report(ctx, 'gateway.tracing.endpoint', `must be an http(s) URL of an OTLP/HTTP traces endpoint (got ${show(endpoint)})`)
+  return defined({
+    metrics: metrics === undefined ? undefined : defined({ enabled: boolean(metrics.enabled, 'gateway.metrics.enabled', ctx), port: typeof port === 'number' ? port : undefined, protect: boolean(metrics.protect, 'gateway.metrics.protect', ctx) }),
+    tracing: tracing === undefined ? undefined : defined({ endpoint, serviceName: string(tracing.serviceName, 'gateway.tracing.serviceName', ctx) }),
+    statusPage: boolean(gateway.statusPage, 'gateway.statusPage', ctx)
+  })
 }
 
 /** An object of known fields, or undefined (reported) when it is not one. */

@@ -194,7 +194,7 @@ t.test('every problem in the file is reported together, one per line, each namin
     'gateway.json: mcpServers.my server.retry.maxMs must be at least initialMs (5000) (got 1000)',
     'gateway.json: mcpServers.hello.connectTimeoutMs applies only to stdio, http and sse servers, not to builtin ones',
     'gateway.json: mcpServers.hello.retry applies only to stdio, http and sse servers, not to builtin ones',
-    'gateway.json: gateway.seperator is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls)',
+    'gateway.json: gateway.seperator is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage)',
     'gateway.json: gateway.separator must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got "::::")',
     'gateway.json: gateway.aggregate must be true or false (got string)'
   ])
@@ -365,7 +365,7 @@ t.test('bad security settings are each reported, naming the field', async t => {
       gatway: true
     }
   }), [
-    'gateway.json: gateway.gatway is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls)',
+    'gateway.json: gateway.gatway is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage)',
     'gateway.json: gateway.publicUrl must be an origin such as https://mcp.example.com, with no path (got "https://mcp.example.com/path")',
     'gateway.json: gateway.auth.apiKeys[0].key is too short to be a secret (3 characters; use at least 16)',
     'gateway.json: gateway.auth.apiKeys[1].id is required: it names the caller in logs and policies',
@@ -383,4 +383,18 @@ t.test('bad security settings are each reported, naming the field', async t => {
   const plain = parse({ mcpServers: { math: { builtin: 'math' } }, gateway: { auth: { apiKeys: [{ id: 'x', key: 'a-key-written-in-the-file' }] } } })
   t.match(plain.warnings, [/gateway\.auth\.apiKeys\[0\]\.key holds a key in plain text/], 'a key in plain text works, with a warning')
   t.same(parse({ mcpServers: { math: { builtin: 'math' } }, gateway: { auth: { mode: 'none' } } }).security.auth?.mode, 'none')
+})
+
+t.test('the observability settings: metrics, tracing, the status page', async t => {
+  const config = parse({
+    mcpServers: { math: { builtin: 'math' } },
+    gateway: { metrics: { port: 9464, protect: true }, tracing: { endpoint: '${OTLP:-http://127.0.0.1:4318/v1/traces}', serviceName: 'gw' }, statusPage: false }
+  })
+  t.same(config.observability, { metrics: { port: 9464, protect: true }, tracing: { endpoint: 'http://127.0.0.1:4318/v1/traces', serviceName: 'gw' }, statusPage: false })
+  t.same(parse({ mcpServers: { math: { builtin: 'math' } } }).observability, {})
+  t.same(problems(t, { mcpServers: { math: { builtin: 'math' } }, gateway: { metrics: { port: 'x', enabled: 1 }, tracing: { endpoint: 'collector:4318' } } }), [
+    'gateway.json: gateway.metrics.port must be a port number (got "x")',
+    'gateway.json: gateway.tracing.endpoint must be an http(s) URL of an OTLP/HTTP traces endpoint (got "collector:4318")',
+    'gateway.json: gateway.metrics.enabled must be true or false (got number)'
+  ])
 })
