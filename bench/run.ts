@@ -9,7 +9,7 @@
  * or without cores 0 and 1, nothing is pinned and the output says so.
  *
  * Flags: --rounds N (3), --duration S (5), --warmup S (2), --connections 10,50,
- * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,proxy-session,proxy-stateless,auth-rest,auth-mcp
+ * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,proxy-session,proxy-stateless,auth-rest,auth-mcp,metrics-rest,metrics-mcp
  * (a prefix such as `proxy` or `mcp` selects every scenario named `<prefix>-…`).
  * Exit code: 0 unless a request failed or a target did not start or died.
  */
@@ -35,7 +35,7 @@ const PROBE_TIMEOUT_MS = 5_000
 const STOP_GRACE_MS = 3_000
 const GREETING = 'Hello, Ada!'
 
-const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, auth: 0.85, p99Ms: 20, p99AtConnections: 50 }
+const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, auth: 0.85, metrics: 0.90, p99Ms: 20, p99AtConnections: 50 }
 // Allowed RSS drift between the first and the last round before "flat" becomes a MISS.
 const RSS_FLAT_MB = 5
 const RSS_FLAT_SHARE = 0.05
@@ -74,10 +74,11 @@ function reexecPinned (): void {
 // ---------------------------------------------------------------------------------------
 // What is measured
 
-type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless' | 'auth-gateway'
-type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' | 'proxy-session' | 'proxy-stateless' | 'auth-rest' | 'auth-mcp'
+type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless' | 'auth-gateway' | 'metrics-off'
+type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' | 'proxy-session' | 'proxy-stateless' | 'auth-rest' | 'auth-mcp' | 'metrics-rest' | 'metrics-mcp'
 type PathKey = 'gateway-rest' | 'bare-rest' | 'gateway-modern' | 'sdk-modern' | 'gateway-legacy-stateless' | 'sdk-legacy' | 'gateway-legacy-session' |
-  'gateway-proxy-session' | 'supergateway-session' | 'gateway-proxy-stateless' | 'supergateway-stateless' | 'auth-gateway-rest' | 'auth-gateway-modern'
+  'gateway-proxy-session' | 'supergateway-session' | 'gateway-proxy-stateless' | 'supergateway-stateless' | 'auth-gateway-rest' | 'auth-gateway-modern' |
+  'metrics-off-rest' | 'metrics-off-modern'
 
 interface PathSpec {
   target: TargetName
@@ -149,7 +150,9 @@ const PATHS: Record<PathKey, PathSpec> = {
   'gateway-proxy-stateless': { target: 'gateway-proxy', what: 'POST /up-stateless/mcp (2025, stateless)', url: '/up-stateless/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT },
   'supergateway-stateless': { target: 'supergateway-stateless', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT },
   'auth-gateway-rest': { target: 'auth-gateway', what: 'POST /greet/tools/echoHai (JWT)', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}', expect: GREETING, bearer: true },
-  'auth-gateway-modern': { target: 'auth-gateway', what: 'POST /greet/mcp (2026-07-28, JWT)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING, bearer: true }
+  'auth-gateway-modern': { target: 'auth-gateway', what: 'POST /greet/mcp (2026-07-28, JWT)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING, bearer: true },
+  'metrics-off-rest': { target: 'metrics-off', what: 'POST /greet/tools/echoHai (metrics off)', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}', expect: GREETING },
+  'metrics-off-modern': { target: 'metrics-off', what: 'POST /greet/mcp (2026-07-28, metrics off)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING }
 }
 
 const SCENARIOS: Record<ScenarioName, Scenario> = {
@@ -200,6 +203,22 @@ const SCENARIOS: Record<ScenarioName, Scenario> = {
     comparatorName: 'the gateway without auth',
     note: 'auth-gateway: JWT (RS256, Authorization: Bearer) required and a policy that allows every tool; gateway: neither, same servers and logger',
     minRatio: GOALS.auth
+  },
+  // What metrics cost: the gateway target has them on (the default), metrics-off is the same
+  // gateway with `observability.metrics.enabled: false`.
+  'metrics-rest': {
+    gateway: 'gateway-rest',
+    comparator: 'metrics-off-rest',
+    comparatorName: 'the gateway with metrics off',
+    note: 'gateway: metrics on (the default: a call pipeline observer and an onResponse hook); metrics-off: the same servers and logger without them',
+    minRatio: GOALS.metrics
+  },
+  'metrics-mcp': {
+    gateway: 'gateway-modern',
+    comparator: 'metrics-off-modern',
+    comparatorName: 'the gateway with metrics off',
+    note: 'gateway: metrics on (the default: a call pipeline observer and an onResponse hook); metrics-off: the same servers and logger without them',
+    minRatio: GOALS.metrics
   }
 }
 
@@ -211,7 +230,9 @@ const SCENARIO_PATH: Record<ScenarioName, string> = {
   'proxy-session': 'proxied stdio `add`, 2025 session `/up/mcp`',
   'proxy-stateless': 'proxied stdio `add`, 2025 stateless `/up-stateless/mcp`',
   'auth-rest': 'REST `POST /greet/tools/echoHai`, JWT',
-  'auth-mcp': 'MCP 2026-07-28 `/greet/mcp` `tools/call`, JWT'
+  'auth-mcp': 'MCP 2026-07-28 `/greet/mcp` `tools/call`, JWT',
+  'metrics-rest': 'REST `POST /greet/tools/echoHai`, metrics on vs off',
+  'metrics-mcp': 'MCP 2026-07-28 `/greet/mcp` `tools/call`, metrics on vs off'
 }
 
 // The proxied upstream: the same file for both proxies, run by plain node from dist/.

@@ -70,8 +70,9 @@ async function auth (app: FastifyInstance, options: AuthPluginOptions): Promise<
 
   app.addHook('onRequest', async (request) => {
     const url = request.routeOptions.url
-    // An unknown route answers 404 whoever asks; a CORS preflight carries no credentials.
-    if (url === undefined || request.method === 'OPTIONS') return
+    // An unknown route answers 404 whoever asks; a CORS preflight carries no credentials; a
+    // route may declare itself public (`/metrics` unless `metrics.protect`).
+    if (url === undefined || request.method === 'OPTIONS' || request.routeOptions.config.public === true) return
     const protection = protectionOf(url)
     if (protection === null) return
     const resource = originOf(request) + protection.path

@@ -112,6 +112,8 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     ...(!endpointOnly && { pipeline: app.callPipeline }),
     log
   })
+  // Read when metrics are scraped: the endpoint's sessions and open streams (`/mcp`'s as `gateway`).
+  registry.addEndpoint(name, () => endpoint.stats())
 
   // Fastify parses text/plain by default; a tool's arguments and MCP messages are JSON only,
   // so anything else is a 415 rather than a string that fails validation.

@@ -7,6 +7,9 @@ import core from '../plugins/core.js'
 import cors from '../plugins/cors.js'
 import filters from '../plugins/filters.js'
 import mcpServer, { type McpServerPluginOptions } from '../plugins/mcp-server.js'
+import tracing from '../plugins/tracing.js'
+import metrics from '../plugins/metrics.js'
+import statusPage from '../plugins/status.js'
 import { builtinServers } from '../servers/index.js'
 import type { GatewayConfig, ServerConfig } from './config.js'
 import { AggregateConnection } from './connections/aggregate.js'
@@ -76,9 +79,17 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
   await app.register(filters, { ...(security.policy !== undefined && { policy: security.policy }), ...(security.rateLimit !== undefined && { rateLimit: security.rateLimit }) })
   // Observability: metrics, traces and the status page, before any server is mounted too.
   const observability = config === undefined ? options.observability ?? {} : config.observability
-  // [metrics]
-  // [tracing]
-  // [status]
+  // Metrics are on unless turned off: they cost one observer per call and one hook per request.
+  const metricsSettings = observability.metrics ?? {}
+  if (metricsSettings.enabled !== false) {
+    await app.register(metrics, { ...(metricsSettings.port !== undefined && { port: metricsSettings.port }), ...(metricsSettings.protect !== undefined && { protect: metricsSettings.protect }) })
+  }
+  // Traces: the HTTP request spans, then a span per MCP operation from the call pipeline
+  // (its `around` step); nothing at all without an OTLP endpoint.
+  await app.register(tracing, observability.tracing ?? {})
+  if (observability.statusPage !== false) {
+    await app.register(statusPage, { ...(options.defaults?.allowedHosts !== undefined && { allowedHosts: options.defaults.allowedHosts }) })
+  }
   void observability
 
   // Every server is reached through a connection made here; upstreams start connecting at

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
+import { prettyFactory } from 'pino-pretty'
 import gateway from './app.js'
 import { loadConfig, type GatewayConfig } from './config.js'
 import { limitConnections, serverOptions, type HttpLimits } from './http/server-options.js'
@@ -38,6 +39,10 @@ Options:
                  the config) unless told to run open: "auth": { "mode": "none" }
                  or --no-auth
   --no-auth      Run without authentication, whatever the config's gateway.auth says
+  --log-format json|pretty
+                 Log lines as JSON (pino, for log collectors) or as readable
+                 coloured lines (env LOG_FORMAT; default pretty when stdout is a
+                 terminal, JSON otherwise)
   --tls-cert FILE, --tls-key FILE
                  Serve HTTPS with this PEM certificate (chain) and private key,
                  in place of the config's gateway.tls; plain HTTP is then refused
@@ -60,6 +65,20 @@ Environment:
   MAX_CONNECTIONS     Most connections open at once; more are closed on accept (default 4096)
 `
 
+/**
+ * pino-pretty run in line, not as a transport: a transport formats in a worker thread, whose
+ * lines would land on stdout in any order with the banner. Colours only on a terminal.
+ */
+function prettyLines (out: NodeJS.WriteStream): { write (line: string): void } {
+  const prettify = prettyFactory({
+    colorize: out.isTTY === true && process.env.NO_COLOR === undefined,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname',
+    singleLine: true
+  })
+  return { write (line) { out.write(prettify(line)) } }
+}
+
 function fail (message: string, code = 2): never {
   process.stderr.write(`mcp-gateway: ${message}\n`)
   process.exit(code)
@@ -76,6 +95,7 @@ try {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'drain-timeout': { type: 'string' },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -96,6 +116,10 @@ if (!Number.isInteger(drainTimeoutMs) || drainTimeoutMs < 0) fail(`invalid drain
 const list = (value: string | undefined): string[] | undefined => value?.split(',').map(s => s.trim()).filter(Boolean)
 const allowedHosts = list(process.env.ALLOWED_HOSTS)
 const allowedOrigins = list(process.env.ALLOWED_ORIGINS)
+
+// Logs: JSON for machines unless a person is watching (a terminal), or as told.
+const logFormat = args['log-format'] ?? process.env.LOG_FORMAT ?? (process.stdout.isTTY === true ? 'pretty' : 'json')
+if (logFormat !== 'json' && logFormat !== 'pretty') fail(`invalid log format '${logFormat}' (expected json or pretty)`)
 
 const configFile = args.config ?? process.env.MCP_GATEWAY_CONFIG
 let config: GatewayConfig | undefined
@@ -163,7 +187,10 @@ try {
     ...(certificate !== undefined && { https: { ...options.http, ...certificate } }),
     logger: {
       level: process.env.LOG_LEVEL ?? 'info',
-      redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]']
+      redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]'],
+      // Log lines and the banner go through process.stdout, one stream, so the banner is never
+      // cut into or overtaken by a log line (pino's own destination writes asynchronously).
+      stream: logFormat === 'pretty' ? prettyLines(process.stdout) : process.stdout
     }
   })
 } catch (err) {
@@ -213,6 +240,7 @@ for (const { name, prefix, connection: server } of app.mcpRegistry.servers()) {
   lines.push(`  ${name.padEnd(8)} ${base}${prefix}/mcp   tools: ${server.state === 'up' ? tools : `DOWN (${server.failure ?? server.state})`}`)
 }
 if (app.hasRoute({ method: 'POST', url: '/mcp' })) lines.push(`  all      ${base}/mcp   (every server's tools as <server>_<tool>)`)
+if (app.hasRoute({ method: 'GET', url: '/status.json' })) lines.push(`  status   ${base}/   (the status page; JSON: ${base}/status.json)`)
 lines.push(`  docs     ${base}/docs   (ReDoc: ${base}/redoc, OpenAPI: ${base}/docs/json)`)
 lines.push(`  health   ${base}/health   readiness: ${base}/ready`)
 process.stdout.write(lines.join('\n') + '\n')

@@ -144,6 +144,24 @@ export interface CallContext {
   requestId?: string
   /** The client's address (Fastify's `request.ip`, which honours `trustProxy`), where the way in knows it: what rate limits key an anonymous caller by. */
   ip?: string
+  /**
+   * The MCP request as a tracer describes it, filled in on the MCP ways in only while some
+   * filter wraps calls (`around`): its JSON-RPC id, the protocol version it speaks, the 2025
+   * session it belongs to, and the W3C trace context its client put in `params._meta`.
+   */
+  mcp?: McpRequestInfo
+}
+
+/** What an MCP request says about itself, for traces (OpenTelemetry's MCP conventions). */
+export interface McpRequestInfo {
+  /** The JSON-RPC request id. */
+  id: string | number
+  protocolVersion?: string
+  /** The `Mcp-Session-Id` of a 2025-era session; never set for 2026-07-28 requests, which have none. */
+  sessionId?: string
+  /** `params._meta.traceparent` and `tracestate` (SEP-414), as the client sent them. */
+  traceparent?: string
+  tracestate?: string
 }
 
 /**

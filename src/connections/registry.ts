@@ -13,6 +13,16 @@ export interface MountedServer {
   readonly scopes?: readonly string[]
 }
 
+/** What one MCP endpoint holds open right now, read when metrics are scraped. */
+export interface EndpointStats {
+  /** Live 2025-era sessions. */
+  readonly sessions: number
+  /** Sessions' open GET (SSE) streams. */
+  readonly sessionStreams: number
+  /** Open 2026-07-28 `subscriptions/listen` streams. */
+  readonly listenStreams: number
+}
+
 /**
  * The mounted servers, by name, and their lifecycle: the registry starts their connections
  * (all at once, so boot takes as long as the slowest server, not the sum) and closes them when
@@ -24,6 +34,7 @@ export class ServerRegistry {
   #servers = new Map<string, MountedServer>()
   #listChanged = new Set<(server: MountedServer, kind: ListKind) => void>()
   #detach = new Map<string, () => void>()
+  #endpoints = new Map<string, () => EndpointStats>()
 
   get size (): number { return this.#servers.size }
 
@@ -61,6 +72,18 @@ export class ServerRegistry {
     this.#detach.delete(name)
     await server.connection.close()
   }
+
+  /**
+   * How to read what the MCP endpoint serving `name` holds open (`gateway` for `/mcp`, which
+   * is not a mounted server itself): given by each mount once its endpoint exists, and read
+   * only when metrics are scraped, so serving a request costs nothing for it.
+   */
+  addEndpoint (name: string, stats: () => EndpointStats): void {
+    this.#endpoints.set(name, stats)
+  }
+
+  /** Every endpoint's stats reader, by the name of the server it serves. */
+  endpoints (): ReadonlyMap<string, () => EndpointStats> { return this.#endpoints }
 
   /** Hears of every list change of every mounted server, present and future. */
   onListChanged (listener: (server: MountedServer, kind: ListKind) => void): () => void {

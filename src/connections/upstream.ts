@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { context, isSpanContextValid, trace } from '@opentelemetry/api'
 import {
   ProtocolError,
   ProtocolErrorCode,
@@ -112,6 +113,8 @@ export class UpstreamConnection implements McpConnection {
   #subscriptions = new Map<string, number>()
   #closing = false
   #starting: Promise<void> | undefined
+  /** Attempts to bring the server back after it went down, for metrics. */
+  #restarts = 0
   /** Progress routes of requests in flight, by the progress token the gateway gave them. */
   #progress = new Map<string, (progress: Progress) => void>()
   #progressTokens = 0
@@ -148,6 +151,12 @@ export class UpstreamConnection implements McpConnection {
   get retryAfter (): number | undefined {
     return this.#state === 'down' ? this.#backoff.retryAfter : undefined
   }
+
+  /** How many times the gateway has tried to bring the server back after it went down (each a new child process, for stdio), whether or not it came back. */
+  get restarts (): number { return this.#restarts }
+
+  /** Per-session connections open or opening (`isolation: "session"`): child processes, for stdio. */
+  get isolatedCount (): number { return this.#sessionLinks.size }
 
   /** The shared connection's child process, for stdio upstreams that are up. */
   get pid (): number | undefined { return this.#shared?.pid }
@@ -212,6 +221,7 @@ export class UpstreamConnection implements McpConnection {
     this.#state = 'down'
     this.#failure = failure.message
     const delay = this.#backoff.schedule(() => {
+      this.#restarts++
       this.#connectShared().then(() => {
         this.#log?.info({ tools: this.#tools.map(tool => tool.name) }, 'upstream mcp server is back')
         for (const kind of ['tools', 'prompts', 'resources'] as const) this.#changed(kind)
@@ -350,6 +360,10 @@ export class UpstreamConnection implements McpConnection {
     if (link === undefined) throw new CallError('NOT_CONNECTED', `Server '${this.name}' is down`)
     // What a 2026-07-28 request carries means nothing to a 2025-era upstream.
     if (options.modern === true && modern === undefined) params = legacyParams(params)
+    // Inside a span (the tracing filter's), the upstream's work joins its trace: the span's
+    // context replaces whatever trace context the client sent in `_meta`.
+    const traced = traceContext()
+    if (traced !== undefined) params = { ...params, _meta: { ...withoutTraceContext(params?._meta), ...traced } }
     const key = Symbol(method)
     link.inflight.set(key, options.downstream)
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? DEFAULT_TIMEOUT_MS
@@ -382,15 +396,19 @@ export class UpstreamConnection implements McpConnection {
     }
     try {
       if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
+      // Only an HTTP upstream reads headers; stdio has none to send.
+      const http = this.#options.transport.kind === 'http'
+      const headers = {
+        ...(modern !== undefined && method === 'tools/call' && this.#options.transport.kind !== 'stdio' && this.#mirroredHeaders(params)),
+        ...(this.#identityHeaders !== undefined && options.authInfo !== undefined && identityHeaders(this.#identityHeaders, options.authInfo)),
+        // The HTTP request to the upstream is part of the same trace, for its own HTTP spans.
+        ...(http && traced)
+      }
       const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, PASSTHROUGH, {
         ...(signal !== undefined && { signal }),
         timeout: token === undefined ? timeoutMs : MAX_TIMER_MS,
         ...(modern !== undefined && { allowInputRequired: true }),
-        // Only an HTTP upstream reads headers; stdio has none to send.
-        ...(modern !== undefined && method === 'tools/call' && this.#options.transport.kind !== 'stdio' && { headers: this.#mirroredHeaders(params) }),
-        ...(this.#identityHeaders !== undefined && options.authInfo !== undefined && {
-          headers: { ...(modern !== undefined && method === 'tools/call' && this.#mirroredHeaders(params)), ...identityHeaders(this.#identityHeaders, options.authInfo) }
-        })
+        ...(Object.keys(headers).length > 0 && { headers })
       }) as Record<string, unknown>
       // The client runs notification handlers a microtask late and settles responses at
       // once, so the upstream's last progress or log message before its answer may still be
@@ -544,6 +562,28 @@ function identityHeaders (fields: Array<[header: string, field: string]>, authIn
     headers[header] = /^[\x20-\x7e]*$/.test(text) ? text : encodeURIComponent(text)
   }
   return headers
+}
+
+/**
+ * The W3C trace context of the active span (`traceparent`, and `tracestate` when it has one),
+ * or nothing outside a span: without tracing nothing sets one, and this is a lookup in an
+ * empty context.
+ */
+function traceContext (): { traceparent: string, tracestate?: string } | undefined {
+  const span = trace.getSpanContext(context.active())
+  if (span === undefined || !isSpanContextValid(span)) return undefined
+  const state = span.traceState?.serialize()
+  return {
+    traceparent: `00-${span.traceId}-${span.spanId}-${(span.traceFlags & 0xff).toString(16).padStart(2, '0')}`,
+    ...(state !== undefined && state !== '' && { tracestate: state })
+  }
+}
+
+/** A request's `_meta` without the client's trace context, which the gateway's span replaces. */
+function withoutTraceContext (meta: unknown): Record<string, unknown> | undefined {
+  if (meta === undefined || meta === null) return undefined
+  const { traceparent: _parent, tracestate: _state, ...rest } = meta as Record<string, unknown>
+  return rest
 }
 
 function isScalar (value: unknown): value is string | number | boolean {

@@ -11,6 +11,7 @@ import {
 } from '@modelcontextprotocol/server'
 import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
 import type { McpConnection } from '../connections/connection.js'
+import type { EndpointStats } from '../connections/registry.js'
 import { JsonRpcCode } from '../errors.js'
 import { checkParamHeaders, HEADER_MISMATCH, toolParamHeaders } from '../mcp/param-headers.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
@@ -73,6 +74,8 @@ export class StreamableHttpEndpoint {
   #sessions: SessionTable
   #pools: Record<'legacy' | 'modern', Array<McpServer | Server>> = { legacy: [], modern: [] }
   #closing = false
+  /** Open `subscriptions/listen` streams, counted where their lifetime is bounded (`endAfter`). */
+  #listening = { open: 0 }
 
   constructor (connection: McpConnection, options: StreamableHttpOptions) {
     this.#connection = connection
@@ -92,7 +95,7 @@ export class StreamableHttpEndpoint {
     // client gone without closing its socket would hold its slot for ever.
     const handler = this.#handler
     this.#listenHandler = toNodeHandler({
-      fetch: async (request, requestOptions) => endAfter(await handler.fetch(request, requestOptions), options.maxListenLifetimeMs)
+      fetch: async (request, requestOptions) => endAfter(await handler.fetch(request, requestOptions), options.maxListenLifetimeMs, this.#listening)
     }, nodeOptions)
     this.#lanes = new Lanes(connection, {
       stateless: options.stateless,
@@ -111,6 +114,11 @@ export class StreamableHttpEndpoint {
   }
 
   get sessionCount (): number { return this.#sessions.size }
+
+  /** What the endpoint holds open right now, for metrics. */
+  stats (): EndpointStats {
+    return { sessions: this.#sessions.size, sessionStreams: this.#sessions.streamCount, listenStreams: this.#listening.open }
+  }
 
   #pooledServer (ctx: McpRequestContext): McpServer | Server {
     const pool = this.#pools[ctx.era]
@@ -248,16 +256,19 @@ export class StreamableHttpEndpoint {
  * An SSE response that ends after `ms`: the body is passed through until then, and the
  * source is cancelled at the end, which releases the SDK's listen subscription (and its slot
  * under `maxSubscriptions`). Any other response (an in-band refusal, JSON) passes unchanged.
+ * `listening.open` counts the streams from here until they end, however they end.
  */
-function endAfter (response: Response, ms: number): Response {
+function endAfter (response: Response, ms: number, listening: { open: number }): Response {
   const source = response.body
   if (source === null || !(response.headers.get('content-type') ?? '').includes('text/event-stream')) return response
   const reader = source.getReader()
   let timer: NodeJS.Timeout | undefined
   let ended = false
+  listening.open++
   const end = (controller: ReadableStreamDefaultController<Uint8Array>): void => {
     if (ended) return
     ended = true
+    listening.open--
     clearTimeout(timer)
     controller.close()
   }
@@ -275,6 +286,7 @@ function endAfter (response: Response, ms: number): Response {
       else controller.enqueue(value)
     },
     async cancel (reason) {
+      if (!ended) listening.open--
       ended = true
       clearTimeout(timer)
       await reader.cancel(reason)

@@ -154,6 +154,7 @@ export class Lanes {
       server: this.#connection.name,
       scope: 'shared',
       originOf: id => mux.originOf(id),
+      clientIdOf: id => mux.clientIdOf(id),
       authInfoOf: id => mux.originOf(id)?.authInfo,
       refused: (id, err) => {
         const origin = mux.originOf(id)

@@ -76,6 +76,13 @@ export class SessionTable {
 
   get size (): number { return this.#sessions.size }
 
+  /** Sessions with their GET (SSE) stream open; counted when asked (a metrics scrape), not kept. */
+  get streamCount (): number {
+    let open = 0
+    for (const session of this.#sessions.values()) if (session.transport.hasStandaloneStream) open++
+    return open
+  }
+
   /** The revision a session negotiated, if it exists and has been initialized. */
   protocolVersionOf (sessionId: string): string | undefined {
     return this.#sessions.get(sessionId)?.transport.protocolVersion

@@ -82,6 +82,11 @@ export class MultiplexTransport implements Transport {
     return this.#pending.get(id as number)?.origin
   }
 
+  /** The id the client gave a request in flight, by the id it travels under. */
+  clientIdOf (id: RequestId): RequestId | undefined {
+    return this.#pending.get(id as number)?.clientId
+  }
+
   /** Sends a client notification (such as `notifications/initialized`) to the server. */
   notify (message: JSONRPCNotification): void {
     if (!this.#closed) this.onmessage?.(message)

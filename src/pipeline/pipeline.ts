@@ -1,5 +1,5 @@
-import type { AuthInfo, McpServer, RequestId, Result, Server, ServerContext } from '@modelcontextprotocol/server'
-import type { CallContext, CallGate, CallMethod, ListMethod, ServerScope } from '../connections/connection.js'
+import { PROTOCOL_VERSION_META_KEY, TRACEPARENT_META_KEY, TRACESTATE_META_KEY, type AuthInfo, type McpServer, type RequestId, type Result, type Server, type ServerContext } from '@modelcontextprotocol/server'
+import type { CallContext, CallGate, CallMethod, ListMethod, McpRequestInfo, ServerScope } from '../connections/connection.js'
 import {
   CallError,
   InternalError,
@@ -20,6 +20,10 @@ import { carryAuthInfo, interceptHandlers, type Handler } from '../mcp/handlers.
 // are filters of it.
 //
 // Filters run in a fixed order, whatever the order they were added in:
+//   0. `around`  (traces): wraps everything below, refusals included, so a span covers the
+//      whole call and the server is reached inside it (an upstream request made there
+//      carries the span's context on). Several nest in the order they were added, the first
+//      outermost. It must run `run` once and answer with what it answers.
 //   1. `allows`  (authorization): one decision for listing an item and for calling it, so the
 //      two never disagree; a refused call answers exactly like an unknown name and never
 //      reaches the server (platformatic/mcp's `canAccessTool`).
@@ -29,9 +33,10 @@ import { carryAuthInfo, interceptHandlers, type Handler } from '../mcp/handlers.
 //   4. `observe` (metrics, traces, audit): sees every call's outcome and duration, refusals
 //      included; it never changes the answer: its failure is logged and swallowed.
 // The chain is composed once, when the gateway is ready (`freeze`); with no filter at all
-// nothing is wrapped and the hot paths are what they were without a pipeline.
+// nothing is wrapped and the hot paths are what they were without a pipeline, and without an
+// `around` no call builds what only a tracer reads (`call.mcp`).
 
-export type { CallContext, CallGate, CallMethod, ListMethod, WayIn } from '../connections/connection.js'
+export type { CallContext, CallGate, CallMethod, ListMethod, McpRequestInfo, WayIn } from '../connections/connection.js'
 
 export type Outcome = 'ok' | 'tool_error' | 'denied' | 'rate_limited' | 'failed' | 'timeout'
 
@@ -51,7 +56,15 @@ export interface CallFilter {
   admit?: (call: CallContext) => void | Promise<void>
   /** After every call, refusals included. Its failure never changes the answer. */
   observe?: (call: CallContext, outcome: CallOutcome) => void
+  /**
+   * Around every call and list, refusals included (a span). Must call `run` once and settle
+   * as it settles: what `run` answers or throws is the answer.
+   */
+  around?: Around
 }
+
+/** A filter step that wraps the rest of the chain. */
+export type Around = <T>(call: CallContext, run: () => Promise<T>) => Promise<T>
 
 /** Where an observer's failure is reported. */
 export interface PipelineLog {
@@ -123,6 +136,8 @@ export interface ServedBy {
   refused?: (id: RequestId, err: GatewayError) => void
   /** The caller of a request in flight, for a transport that cannot hand it to the SDK itself. */
   authInfoOf?: (id: RequestId) => AuthInfo | undefined
+  /** The id the client gave a request in flight, for a transport that renumbers requests (the shared lanes' multiplexing): what traces report as `jsonrpc.request.id`. */
+  clientIdOf?: (id: RequestId) => RequestId | undefined
 }
 
 export class CallPipeline implements CallGate {
@@ -131,6 +146,8 @@ export class CallPipeline implements CallGate {
   #allows: Array<(call: CallContext) => boolean> = []
   #admits: Array<(call: CallContext) => void | Promise<void>> = []
   #observers: CallFilter[] = []
+  /** The `around` steps composed into one, or nothing when no filter has one. */
+  #around: Around | undefined
   #log: PipelineLog | undefined
 
   constructor (log?: PipelineLog) {
@@ -152,6 +169,17 @@ export class CallPipeline implements CallGate {
       if (filter.admit !== undefined) this.#admits.push(filter.admit)
       if (filter.observe !== undefined) this.#observers.push(filter)
     }
+    // Composed innermost first, so the first added runs outermost.
+    for (const { around } of [...this.#filters].reverse()) {
+      if (around === undefined) continue
+      const inner = this.#around
+      this.#around = inner === undefined ? around : async (call, run) => await around(call, async () => await inner(call, run))
+    }
+  }
+
+  /** Whether some filter wraps calls (a tracer): only then do the MCP ways in describe the request in `call.mcp`. */
+  get wraps (): boolean {
+    return this.#around !== undefined
   }
 
   /** Whether any filter is registered: without one, nothing needs to pass through. */
@@ -178,6 +206,13 @@ export class CallPipeline implements CallGate {
    */
   async call<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error = err => err): Promise<T> {
     if (!this.active) return await run()
+    const around = this.#around
+    if (around !== undefined) return await around(call, async () => await this.#filtered(call, run, refuse))
+    return await this.#filtered(call, run, refuse)
+  }
+
+  /** One call through `allows`, `admit`, the server and `observe`. */
+  async #filtered<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error): Promise<T> {
     const started = performance.now()
     const refusal = await this.#refusal(call)
     if (refusal !== undefined) {
@@ -212,7 +247,9 @@ export class CallPipeline implements CallGate {
   /** Runs a list request through the filters: observed, and its items filtered. */
   async listed<R extends Record<string, unknown>> (call: CallContext & { method: ListMethod }, run: () => Promise<R>): Promise<R> {
     if (!this.active) return await run()
-    return this.list(call, await this.#timed(call, performance.now(), run, () => 'ok'))
+    const listed = async (): Promise<R> => this.list(call, await this.#timed(call, performance.now(), run, () => 'ok'))
+    const around = this.#around
+    return around === undefined ? await listed() : await around(call, listed)
   }
 
   /** Runs the call itself, then tells the observers how it went. */
@@ -249,17 +286,17 @@ export class CallPipeline implements CallGate {
     const { authInfoOf } = servedBy
     if (!this.active) return authInfoOf === undefined ? instance : interceptHandlers(instance, (_method, handler) => carryAuthInfo(handler, authInfoOf))
     return interceptHandlers(instance, (method, handler) => {
-      const filtered = isCallMethod(method) ? this.#wrapCall(method, handler, servedBy) : isListMethod(method) ? this.#wrapList(method, handler, servedBy) : handler
+      const filtered = isCallMethod(method) ? this.#wrapCall(method, handler, servedBy, instance) : isListMethod(method) ? this.#wrapList(method, handler, servedBy, instance) : handler
       // The caller is put back first, so the filters see it too.
       return authInfoOf === undefined ? filtered : carryAuthInfo(filtered, authInfoOf)
     })
   }
 
-  #wrapCall (method: CallMethod, handler: Handler, servedBy: ServedBy): Handler {
+  #wrapCall (method: CallMethod, handler: Handler, servedBy: ServedBy, instance: McpServer | Server): Handler {
     return async (request, ctx) => {
       const params = request.params as Record<string, unknown> | undefined
       const call: CallContext = {
-        ...contextOf(servedBy, ctx),
+        ...contextOf(servedBy, ctx, this.#around === undefined ? undefined : instance),
         method,
         name: String(method === 'tools/call' || method === 'prompts/get' ? params?.name : params?.uri),
         ...(params?.arguments !== undefined && { arguments: params.arguments as Record<string, unknown> })
@@ -271,9 +308,9 @@ export class CallPipeline implements CallGate {
     }
   }
 
-  #wrapList (method: ListMethod, handler: Handler, servedBy: ServedBy): Handler {
+  #wrapList (method: ListMethod, handler: Handler, servedBy: ServedBy, instance: McpServer | Server): Handler {
     return async (request, ctx) => {
-      const call = { ...contextOf(servedBy, ctx), method }
+      const call = { ...contextOf(servedBy, ctx, this.#around === undefined ? undefined : instance), method }
       const result = await this.listed(call, async () => await handler(request, ctx) as Record<string, unknown>)
       // A list authorization filtered is the caller's own: a 2026-07-28 result says so
       // (SEP-2549 `cacheScope`, a field of the result itself, which wins over any hint the
@@ -284,15 +321,42 @@ export class CallPipeline implements CallGate {
   }
 }
 
-/** The way in and the caller of a request an SDK server instance handles. */
-function contextOf (servedBy: ServedBy, ctx: ServerContext): Omit<CallContext, 'method'> {
+/**
+ * The way in and the caller of a request an SDK server instance handles; with `described`
+ * (the instance, given while a filter wraps calls), the request as a tracer describes it too.
+ */
+function contextOf (servedBy: ServedBy, ctx: ServerContext, described?: McpServer | Server): Omit<CallContext, 'method'> {
   const identity = ctx.http?.authInfo
   const origin = servedBy.originOf?.(ctx.mcpReq.id)
+  const way = servedBy.scope === 'session' ? 'mcp-2025-session' : ctx.mcpReq.envelope !== undefined ? 'mcp-2026' : 'mcp-2025-stateless'
   return {
     server: servedBy.server,
-    way: servedBy.scope === 'session' ? 'mcp-2025-session' : ctx.mcpReq.envelope !== undefined ? 'mcp-2026' : 'mcp-2025-stateless',
+    way,
     ...(identity !== undefined && { identity }),
     ...(origin?.requestId !== undefined && { requestId: origin.requestId }),
-    ...(origin?.ip !== undefined && { ip: origin.ip })
+    ...(origin?.ip !== undefined && { ip: origin.ip }),
+    ...(described !== undefined && { mcp: requestInfo(ctx, way, described, servedBy.clientIdOf?.(ctx.mcpReq.id)) })
+  }
+}
+
+/**
+ * What a request says about itself: a 2026-07-28 request names its protocol version in its
+ * `_meta` envelope, a 2025 one speaks what its connection negotiated. `traceparent` is no
+ * reserved envelope key, so the SDK leaves it in `ctx.mcpReq._meta` in both eras.
+ */
+function requestInfo (ctx: ServerContext, way: CallContext['way'], instance: McpServer | Server, clientId: RequestId | undefined): McpRequestInfo {
+  const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined
+  const server = 'server' in instance ? instance.server : instance
+  const protocolVersion = envelope === undefined ? server.getNegotiatedProtocolVersion() : envelope[PROTOCOL_VERSION_META_KEY]
+  const meta = ctx.mcpReq._meta as Record<string, unknown> | undefined
+  const traceparent = meta?.[TRACEPARENT_META_KEY]
+  const tracestate = meta?.[TRACESTATE_META_KEY]
+  return {
+    id: clientId ?? ctx.mcpReq.id,
+    ...(typeof protocolVersion === 'string' && { protocolVersion }),
+    // Only a 2025-era session has one; a 2026-07-28 request is never part of a session.
+    ...(way === 'mcp-2025-session' && ctx.sessionId !== undefined && { sessionId: ctx.sessionId }),
+    ...(typeof traceparent === 'string' && { traceparent }),
+    ...(typeof tracestate === 'string' && { tracestate })
   }
 }
