@@ -146,6 +146,8 @@ export class CallPipeline implements CallGate {
   #allows: Array<(call: CallContext) => boolean> = []
   #admits: Array<(call: CallContext) => void | Promise<void>> = []
   #observers: CallFilter[] = []
+  /** Whether any filter may refuse a call (`allows` or `admit`), composed at `freeze`. */
+  #gated = false
   /** The `around` steps composed into one, or nothing when no filter has one. */
   #around: Around | undefined
   #log: PipelineLog | undefined
@@ -169,6 +171,7 @@ export class CallPipeline implements CallGate {
       if (filter.admit !== undefined) this.#admits.push(filter.admit)
       if (filter.observe !== undefined) this.#observers.push(filter)
     }
+    this.#gated = this.#allows.length > 0 || this.#admits.length > 0
     // Composed innermost first, so the first added runs outermost.
     for (const { around } of [...this.#filters].reverse()) {
       if (around === undefined) continue
@@ -204,20 +207,23 @@ export class CallPipeline implements CallGate {
    * Runs one call through the filters. A refusal by `allows` or `admit` is thrown before the
    * server is reached, shaped for the way in by `refuse` (REST keeps the catalogue error).
    */
-  async call<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error = err => err): Promise<T> {
-    if (!this.active) return await run()
+  call<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error = err => err): Promise<T> {
+    if (!this.active) return run()
     const around = this.#around
-    if (around !== undefined) return await around(call, async () => await this.#filtered(call, run, refuse))
-    return await this.#filtered(call, run, refuse)
+    if (around === undefined) return this.#filtered(call, run, refuse)
+    return around(call, async () => await this.#filtered(call, run, refuse))
   }
 
   /** One call through `allows`, `admit`, the server and `observe`. */
   async #filtered<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error): Promise<T> {
     const started = performance.now()
-    const refusal = await this.#refusal(call)
-    if (refusal !== undefined) {
-      this.#observe(call, { ...refusal, durationMs: performance.now() - started })
-      throw refuse(refusal.error)
+    // Observers alone (metrics, the status page) are the common case: no refusal to wait for.
+    if (this.#gated) {
+      const refusal = await this.#refusal(call)
+      if (refusal !== undefined) {
+        this.#observe(call, { ...refusal, durationMs: performance.now() - started })
+        throw refuse(refusal.error)
+      }
     }
     return await this.#timed(call, started, run, result => outcomeOf(call, result))
   }
@@ -225,6 +231,7 @@ export class CallPipeline implements CallGate {
   /** Why the filters refuse a call, or nothing when it may go on. */
   async #refusal (call: CallContext): Promise<{ outcome: Outcome, error: Error } | undefined> {
     if (!this.allows(call)) return { outcome: 'denied', error: unknownItem(call) }
+    if (this.#admits.length === 0) return undefined
     try {
       for (const admit of this.#admits) await admit(call)
     } catch (err) {
@@ -295,12 +302,9 @@ export class CallPipeline implements CallGate {
   #wrapCall (method: CallMethod, handler: Handler, servedBy: ServedBy, instance: McpServer | Server): Handler {
     return async (request, ctx) => {
       const params = request.params as Record<string, unknown> | undefined
-      const call: CallContext = {
-        ...contextOf(servedBy, ctx, this.#around === undefined ? undefined : instance),
-        method,
-        name: String(method === 'tools/call' || method === 'prompts/get' ? params?.name : params?.uri),
-        ...(params?.arguments !== undefined && { arguments: params.arguments as Record<string, unknown> })
-      }
+      const call = contextOf(servedBy, ctx, method, this.#around === undefined ? undefined : instance)
+      call.name = String(method === 'tools/call' || method === 'prompts/get' ? params?.name : params?.uri)
+      if (params?.arguments !== undefined) call.arguments = params.arguments as Record<string, unknown>
       return await this.call(call, async () => await handler(request, ctx), err => {
         if (isGatewayError(err) && !isUnknownItem(err)) servedBy.refused?.(ctx.mcpReq.id, err)
         return toJsonRpcError(err, servedBy.server)
@@ -310,7 +314,7 @@ export class CallPipeline implements CallGate {
 
   #wrapList (method: ListMethod, handler: Handler, servedBy: ServedBy, instance: McpServer | Server): Handler {
     return async (request, ctx) => {
-      const call = { ...contextOf(servedBy, ctx, this.#around === undefined ? undefined : instance), method }
+      const call = contextOf(servedBy, ctx, method, this.#around === undefined ? undefined : instance) as CallContext & { method: ListMethod }
       const result = await this.listed(call, async () => await handler(request, ctx) as Record<string, unknown>)
       // A list authorization filtered is the caller's own: a 2026-07-28 result says so
       // (SEP-2549 `cacheScope`, a field of the result itself, which wins over any hint the
@@ -325,18 +329,17 @@ export class CallPipeline implements CallGate {
  * The way in and the caller of a request an SDK server instance handles; with `described`
  * (the instance, given while a filter wraps calls), the request as a tracer describes it too.
  */
-function contextOf (servedBy: ServedBy, ctx: ServerContext, described?: McpServer | Server): Omit<CallContext, 'method'> {
-  const identity = ctx.http?.authInfo
-  const origin = servedBy.originOf?.(ctx.mcpReq.id)
+function contextOf (servedBy: ServedBy, ctx: ServerContext, method: CallContext['method'], described?: McpServer | Server): CallContext {
+  // Built field by field rather than with conditional spreads: this runs on every call.
   const way = servedBy.scope === 'session' ? 'mcp-2025-session' : ctx.mcpReq.envelope !== undefined ? 'mcp-2026' : 'mcp-2025-stateless'
-  return {
-    server: servedBy.server,
-    way,
-    ...(identity !== undefined && { identity }),
-    ...(origin?.requestId !== undefined && { requestId: origin.requestId }),
-    ...(origin?.ip !== undefined && { ip: origin.ip }),
-    ...(described !== undefined && { mcp: requestInfo(ctx, way, described, servedBy.clientIdOf?.(ctx.mcpReq.id)) })
-  }
+  const call: CallContext = { server: servedBy.server, method, way }
+  const identity = ctx.http?.authInfo
+  if (identity !== undefined) call.identity = identity
+  const origin = servedBy.originOf?.(ctx.mcpReq.id)
+  if (origin?.requestId !== undefined) call.requestId = origin.requestId
+  if (origin?.ip !== undefined) call.ip = origin.ip
+  if (described !== undefined) call.mcp = requestInfo(ctx, way, described, servedBy.clientIdOf?.(ctx.mcpReq.id))
+  return call
 }
 
 /**

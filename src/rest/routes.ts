@@ -114,18 +114,15 @@ class RestCalls {
   }
 
   #context (request: FastifyRequest, method: CallMethod | ListMethod, name?: string, args?: Record<string, unknown>): CallContext {
+    // Built field by field rather than with conditional spreads: this runs on every call.
+    const call: CallContext = { server: this.#options.name, method, way: 'rest', requestId: request.id, ip: request.ip }
+    if (name !== undefined) call.name = name
+    if (args !== undefined) call.arguments = args
     const identity = request.identity
-    return {
-      server: this.#options.name,
-      method,
-      ...(name !== undefined && { name }),
-      ...(args !== undefined && { arguments: args }),
-      ...(identity !== undefined && { identity }),
-      way: 'rest',
-      requestId: request.id,
-      ip: request.ip
-    }
+    if (identity !== undefined) call.identity = identity
+    return call
   }
+
 
   /** A list without what the caller may not see. */
   visible<R extends Record<string, unknown>> (request: FastifyRequest, method: ListMethod, result: R): R {
