@@ -25,8 +25,8 @@ export class JwtVerifier {
   #options: JwtOptions
   #jwks: ReturnType<typeof createRemoteJWKSet>
   #audience: Set<string>
-  /** Claims of verified tokens by the token's SHA-256, in order of insertion (oldest first). */
-  #verified = new Map<string, JWTPayload & { exp: number }>()
+  /** Verified tokens by the token's SHA-256, in order of insertion (oldest first). */
+  #verified = new Map<string, VerifiedToken>()
 
   constructor (options: JwtOptions) {
     this.#options = options
@@ -39,27 +39,25 @@ export class JwtVerifier {
    * endpoint's resource URL, or one of the configured audiences). Throws `TokenRefused`.
    */
   async verify (token: string, resource: string): Promise<AuthInfo> {
-    const claims = await this.#claims(token)
-    const audience = typeof claims.aud === 'string' ? [claims.aud] : claims.aud ?? []
-    const wanted = withoutTrailingSlash(resource)
-    if (!audience.some(aud => withoutTrailingSlash(aud) === wanted || this.#audience.has(withoutTrailingSlash(aud)))) {
-      throw new TokenRefused(`The token is not meant for this resource (${resource})`)
+    const verified = await this.#verifiedToken(token)
+    // The audience check is per endpoint; its answers are remembered with the token.
+    let meant = verified.resources.get(resource)
+    if (meant === undefined) {
+      const wanted = withoutTrailingSlash(resource)
+      meant = verified.audience.some(aud => aud === wanted || this.#audience.has(aud))
+      // Bounded: the resource follows the request's Host when no publicUrl is set.
+      if (verified.resources.size < 64) verified.resources.set(resource, meant)
     }
-    const { scope, scp } = claims
-    return {
-      token,
-      clientId: typeof claims.client_id === 'string' ? claims.client_id : claims.sub ?? '',
-      scopes: typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scp) ? scp.filter(s => typeof s === 'string') : typeof scp === 'string' ? scp.split(' ').filter(Boolean) : [],
-      expiresAt: claims.exp,
-      extra: { kind: 'jwt', sub: claims.sub, claims }
-    }
+    if (!meant) throw new TokenRefused(`The token is not meant for this resource (${resource})`)
+    return verified.identity
   }
 
-  async #claims (token: string): Promise<JWTPayload & { exp: number }> {
+  /** A token verified once, its caller built once: every later request with it costs a hash and a lookup. */
+  async #verifiedToken (token: string): Promise<VerifiedToken> {
     const key = createHash('sha256').update(token).digest('base64url')
     const cached = this.#verified.get(key)
     if (cached !== undefined) {
-      if (cached.exp * 1000 > Date.now()) return cached
+      if (cached.claims.exp * 1000 > Date.now()) return cached
       this.#verified.delete(key)
     }
     let payload: JWTPayload
@@ -75,13 +73,36 @@ export class JwtVerifier {
       throw new TokenRefused(reasonOf(err))
     }
     const claims = payload as JWTPayload & { exp: number }
+    const { scope, scp } = claims
+    const verified: VerifiedToken = {
+      claims,
+      audience: (typeof claims.aud === 'string' ? [claims.aud] : claims.aud ?? []).map(withoutTrailingSlash),
+      resources: new Map(),
+      identity: {
+        token,
+        clientId: typeof claims.client_id === 'string' ? claims.client_id : claims.sub ?? '',
+        scopes: typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scp) ? scp.filter(s => typeof s === 'string') : typeof scp === 'string' ? scp.split(' ').filter(Boolean) : [],
+        expiresAt: claims.exp,
+        extra: { kind: 'jwt', sub: claims.sub, claims }
+      }
+    }
     // Within the clock tolerance a token may verify after its exp: it is not remembered then.
     if (claims.exp * 1000 > Date.now()) {
       if (this.#verified.size >= MAX_CACHED_TOKENS) this.#verified.delete(this.#verified.keys().next().value as string)
-      this.#verified.set(key, claims)
+      this.#verified.set(key, verified)
     }
-    return claims
+    return verified
   }
+}
+
+/** What is remembered of a verified token. */
+interface VerifiedToken {
+  claims: JWTPayload & { exp: number }
+  /** Its audiences, without trailing slashes. */
+  audience: string[]
+  /** Whether it is meant for each resource it was presented to. */
+  resources: Map<string, boolean>
+  identity: AuthInfo
 }
 
 function reasonOf (err: unknown): string {
