@@ -1,4 +1,6 @@
+import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { AuthInfo } from '@modelcontextprotocol/server'
 import type { Test } from 'tap'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
@@ -66,4 +68,54 @@ export async function mcpClient (t: Test, url: string, name = 'test', handlers: 
 /** The text blocks of a tool result, one per line. */
 export function text (result: unknown): string {
   return ((result as { content: Array<{ text?: string }> }).content).map(block => block.text ?? '').join('\n')
+}
+
+/** A log line as pino writes it. */
+export type LogLine = Record<string, unknown> & { msg: string, level: number }
+
+/**
+ * A pino destination that keeps every line in memory: `logged` resolves with the first line
+ * that matches, already written or still to come, so a test waits for what a server wrote
+ * (an upstream's stderr, a state change) without sleeping.
+ */
+export function logCapture (): { stream: Writable, lines: LogLine[], raw: string[], logged: (match: (line: LogLine) => boolean) => Promise<LogLine> } {
+  const raw: string[] = []
+  const lines: LogLine[] = []
+  const waiters = new Set<() => void>()
+  const stream = new Writable({
+    write (chunk, _encoding, done) {
+      raw.push(String(chunk))
+      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line) as LogLine)
+      for (const wake of waiters) wake()
+      done()
+    }
+  })
+  const logged = async (match: (line: LogLine) => boolean): Promise<LogLine> => {
+    for (;;) {
+      const found = lines.find(match)
+      if (found !== undefined) return found
+      await new Promise<void>(resolve => {
+        const wake = (): void => { waiters.delete(wake); resolve() }
+        waiters.add(wake)
+      })
+    }
+  }
+  return { stream, lines, raw, logged }
+}
+
+/**
+ * A listening gateway whose callers name themselves in `x-test-identity` (an `AuthInfo` as
+ * JSON): a stand-in for the auth plugin, which sets `request.identity`, for tests of what
+ * happens after authentication.
+ */
+export async function listenAs (t: Test, options: GatewayOptions, logger: FastifyServerOptions['logger'] = false): Promise<{ app: FastifyInstance, base: string }> {
+  const app = Fastify({ ...serverOptions(), logger })
+  app.addHook('onRequest', async (request) => {
+    const given = request.headers['x-test-identity']
+    if (typeof given === 'string') request.identity = JSON.parse(given) as AuthInfo
+  })
+  await app.register(gateway, options)
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
 }

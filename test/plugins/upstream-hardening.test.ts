@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 import { setTimeout as delay } from 'node:timers/promises'
-import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
@@ -11,7 +10,7 @@ import gateway from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { ConfigError } from '../../src/errors.js'
 import type { UpstreamConnection } from '../../src/connections/upstream.js'
-import { alive, json, mcpClient, text } from '../helper.js'
+import { alive, logCapture, json, mcpClient, text } from '../helper.js'
 
 // The upstream's side of the gateway under hostile or careless upstreams: no secret of an
 // entry in any answer, a bound on per-session child processes, and a child's stderr kept
@@ -24,38 +23,16 @@ const crash = fileURLToPath(new URL('../fixtures/hardening-crash.mjs', import.me
 /** No reconnect while a test runs: each failure is the one the test caused. */
 const noRetry = { retry: { initialMs: 600_000 } }
 
-type Logged = Record<string, unknown> & { msg: string, level: number }
 
 /** The gateway of a config's `mcpServers`, listening on loopback, logging at debug into memory. */
 async function gatewayOf (t: Test, mcpServers: Record<string, unknown>) {
   const config = parseConfig(JSON.stringify({ mcpServers, gateway: { aggregate: false } }), 'gateway.json', {})
-  const raw: string[] = []
-  const lines: Logged[] = []
-  const waiters = new Set<() => void>()
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      raw.push(String(chunk))
-      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Logged)
-      for (const wake of waiters) wake()
-      done()
-    }
-  })
+  const { stream, lines, raw, logged } = logCapture()
   const app: FastifyInstance = Fastify({ logger: { level: 'debug', stream } })
   await app.register(gateway, { config })
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
-  /** Resolves with the first log line that matches, already written or still to come. */
-  const logged = async (match: (line: Logged) => boolean): Promise<Logged> => {
-    for (;;) {
-      const found = lines.find(match)
-      if (found !== undefined) return found
-      await new Promise<void>(resolve => {
-        const wake = (): void => { waiters.delete(wake); resolve() }
-        waiters.add(wake)
-      })
-    }
-  }
   const connection = (name: string): UpstreamConnection => app.mcpRegistry.get(name)?.connection as UpstreamConnection
   return { app, base: `http://127.0.0.1:${port}`, lines, logged, log: () => raw.join(''), connection }
 }

@@ -6,14 +6,13 @@ import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import gateway, { type ServerEntry } from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { UpstreamConnection, type UpstreamOptions } from '../../src/connections/upstream.js'
 import { createGreetServer } from '../../servers/greet/index.js'
-import { alive, listen, mcpClient, text } from '../helper.js'
+import { alive, logCapture, listen, mcpClient, text } from '../helper.js'
 
 // Upstream servers nobody here wrote (server-everything, server-filesystem) and a small stdio
 // fixture, reached through the gateway over real child processes and real HTTP.
@@ -24,19 +23,9 @@ const filesystem = require.resolve('@modelcontextprotocol/server-filesystem/dist
 const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
 const json = { 'content-type': 'application/json' }
 
-type Logged = Record<string, unknown> & { msg: string }
-
 /** A gateway that logs into memory, so tests can wait for what an upstream wrote on stderr. */
 async function gatewayWith (t: Test, upstreams: Record<string, Omit<UpstreamOptions, 'log'>>, extra: ServerEntry[] = []) {
-  const lines: Logged[] = []
-  const waiters = new Set<() => void>()
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Logged)
-      for (const wake of waiters) wake()
-      done()
-    }
-  })
+  const { stream, logged } = logCapture()
   const app: FastifyInstance = Fastify({ logger: { level: 'info', stream } })
   const connections: Record<string, UpstreamConnection> = {}
   for (const [name, options] of Object.entries(upstreams)) {
@@ -51,17 +40,6 @@ async function gatewayWith (t: Test, upstreams: Record<string, Omit<UpstreamOpti
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address() as { port: number }
-  /** Resolves with the first log line that matches, already written or still to come. */
-  const logged = async (match: (line: Logged) => boolean): Promise<Logged> => {
-    for (;;) {
-      const found = lines.find(match)
-      if (found !== undefined) return found
-      await new Promise<void>(resolve => {
-        const wake = (): void => { waiters.delete(wake); resolve() }
-        waiters.add(wake)
-      })
-    }
-  }
   return { app, base: `http://127.0.0.1:${address.port}`, connections, logged }
 }
 

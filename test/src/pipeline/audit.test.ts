@@ -1,12 +1,9 @@
 import t, { type Test } from 'tap'
-import { Writable } from 'node:stream'
-import Fastify from 'fastify'
 import { McpServer, type AuthInfo } from '@modelcontextprotocol/server'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import gateway, { type GatewayOptions } from '../../../src/app.js'
-import { serverOptions } from '../../../src/http/server-options.js'
-import { json } from '../../helper.js'
+import type { GatewayOptions } from '../../../src/app.js'
+import { json, listenAs, logCapture } from '../../helper.js'
 
 // The audit log: one structured line per tool call, prompt get and resource read on any way
 // in, at info under `audit`, naming the caller by its clientId and never by its credential;
@@ -34,19 +31,10 @@ function probeServer () {
 
 /** A listening gateway logging at `level` into the returned lines. */
 async function start (t: Test, level: string, options: GatewayOptions): Promise<{ base: string, lines: string[], audit: () => Array<Record<string, any>> }> {
-  const lines: string[] = []
-  const stream = new Writable({ write (chunk, _encoding, done) { lines.push(String(chunk)); done() } })
-  // The command's server options, so `x-request-id` names the request as it does in production.
-  const app = Fastify({ ...serverOptions(), logger: { level, stream } })
-  app.addHook('onRequest', async (request) => {
-    const given = request.headers['x-test-identity']
-    if (typeof given === 'string') request.identity = JSON.parse(given) as AuthInfo
-  })
-  await app.register(gateway, options)
-  t.teardown(() => app.close())
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const audit = (): Array<Record<string, any>> => lines.map(line => JSON.parse(line) as Record<string, any>).filter(entry => entry.audit !== undefined)
-  return { base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}`, lines, audit }
+  const { stream, raw } = logCapture()
+  const { base } = await listenAs(t, options, { level, stream })
+  const audit = (): Array<Record<string, any>> => raw.flatMap(chunk => chunk.split('\n').filter(Boolean)).map(line => JSON.parse(line) as Record<string, any>).filter(entry => entry.audit !== undefined)
+  return { base, lines: raw, audit }
 }
 
 t.test('one audit line per tool call, prompt get and resource read, on every way in, with no credential', async t => {

@@ -1,13 +1,12 @@
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
-import Fastify from 'fastify'
 import { McpServer, type AuthInfo } from '@modelcontextprotocol/server'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-import gateway, { type GatewayOptions } from '../../../src/app.js'
+import type { GatewayOptions } from '../../../src/app.js'
 import { parseConfig } from '../../../src/config.js'
 import type { PolicyRule } from '../../../src/security.js'
-import { json } from '../../helper.js'
+import { json, listenAs } from '../../helper.js'
 
 // Per-tool authorization (`gateway.policy`): two callers see and may call different tools,
 // prompts and resources, on every way in (REST, a 2025 session, a 2026-07-28 request, /mcp),
@@ -76,17 +75,9 @@ function probeServer (reached: string[], options: ConstructorParameters<typeof M
   }
 }
 
-/** A listening gateway whose callers name themselves in `x-test-identity` (a stand-in for the auth plugin, which sets `request.identity`). */
+/** A listening gateway whose callers name themselves in `x-test-identity` (see `listenAs`). */
 async function start (t: Test, options: GatewayOptions): Promise<string> {
-  const app = Fastify({ logger: false })
-  app.addHook('onRequest', async (request) => {
-    const given = request.headers['x-test-identity']
-    if (typeof given === 'string') request.identity = JSON.parse(given) as AuthInfo
-  })
-  await app.register(gateway, options)
-  t.teardown(() => app.close())
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  return `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  return (await listenAs(t, options)).base
 }
 
 const names = (items: Array<{ name?: string, uri?: string }>): string[] => items.map(item => item.name ?? item.uri ?? '').sort()
