@@ -100,7 +100,14 @@ export class AggregateConnection implements McpConnection {
   }
 
   #context (member: McpConnection, options: RelayOptions, call: Pick<CallContext, 'method' | 'name' | 'arguments'>): CallContext {
-    return { server: member.name, way: 'aggregate', ...(options.authInfo !== undefined && { identity: options.authInfo }), ...call }
+    return {
+      server: member.name,
+      way: 'aggregate',
+      ...(options.authInfo !== undefined && { identity: options.authInfo }),
+      ...(options.origin?.requestId !== undefined && { requestId: options.origin.requestId }),
+      ...(options.origin?.ip !== undefined && { ip: options.origin.ip }),
+      ...call
+    }
   }
 
   /** The entries the caller may see. */

@@ -58,6 +58,8 @@ export interface RelayOptions extends CallOptions {
   modern?: boolean
   /** Who is calling, as the SDK carries it (`ctx.http.authInfo`); absent while nobody is authenticated. */
   authInfo?: AuthInfo
+  /** The HTTP request it came with, where the way in knows it: for the pipeline's per-member calls of `/mcp`. */
+  origin?: { requestId?: string, ip?: string }
 }
 
 /** The lists a server can announce as changed. */

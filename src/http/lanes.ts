@@ -17,7 +17,7 @@ import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server
 import type { McpConnection } from '../connections/connection.js'
 import { GATEWAY_INFO } from '../defaults.js'
 import { JsonRpcCode, type GatewayError } from '../errors.js'
-import { carryAuthInfo, interceptHandlers } from '../mcp/handlers.js'
+import { carryOrigin, interceptHandlers } from '../mcp/handlers.js'
 import { MultiplexTransport } from '../mcp/multiplex-transport.js'
 import type { CallPipeline, ServedBy } from '../pipeline/pipeline.js'
 import { acceptsJsonAndSse, hijack, isSupportedLegacyVersion, sseFrame, startSse } from './sse.js'
@@ -161,7 +161,9 @@ export class Lanes {
         if (origin !== undefined) this.#refusals.set(origin, err)
       }
     }
-    return this.#options.pipeline?.wrapServer(server, servedBy) ?? interceptHandlers(server, (_method, handler) => carryAuthInfo(handler, servedBy.authInfoOf))
+    // Without a pipeline of its own (the aggregate, which runs it per member), the instance is
+    // told where each request came from, for its members' calls.
+    return this.#options.pipeline?.wrapServer(server, servedBy) ?? interceptHandlers(server, (_method, handler) => carryOrigin(handler, id => mux.originOf(id)))
   }
 
   /** Answers one request on a lane: JSON, or SSE once the server sends a related notification. */
@@ -181,7 +183,7 @@ export class Lanes {
       // Only what someone reads is carried: the caller for the handler, the request id and the
       // client's address for the pipeline.
       const identity = request.identity
-      const origin = identity !== undefined || this.#options.pipeline?.active === true
+      const origin = identity !== undefined || this.#options.pipeline === undefined || this.#options.pipeline.active
         ? { requestId: request.id, ip: request.ip, ...(identity !== undefined && { authInfo: identity }) }
         : undefined
       id = lane.mux.request(message, {

@@ -10,6 +10,7 @@ import {
 import type { McpConnection } from '../connections/connection.js'
 import { JsonRpcCode, toJsonRpcError, TooManySessionsError } from '../errors.js'
 import { callerKey } from '../mcp/input-rounds.js'
+import { carryOrigin, interceptHandlers } from '../mcp/handlers.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import { SessionTransport } from './session-transport.js'
 import { acceptsJsonAndSse, isSupportedLegacyVersion, rejectJsonRpc } from './sse.js'
@@ -172,7 +173,10 @@ export class SessionTable {
     const id = randomUUID()
     const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse, maxStreamLifetimeMs: this.#options.maxStreamLifetimeMs })
     const created = this.#connection.createServer(undefined, 'session')
-    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', originOf: id => transport.originOf(id), refused: (id, err) => { transport.refused(id, err) } }) ?? created
+    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', originOf: id => transport.originOf(id), refused: (id, err) => { transport.refused(id, err) } }) ??
+      // Without a pipeline of its own (the aggregate, which runs it per member), the instance is
+      // told where each request came from, for its members' calls.
+      interceptHandlers(created, (_method, handler) => carryOrigin(handler, id => transport.originOf(id)))
     transport.onclose = () => { this.#forget(id) }
     this.#opening++
     try {

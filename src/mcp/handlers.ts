@@ -38,3 +38,33 @@ export function carryAuthInfo (handler: Handler, authInfoOf: (id: JSONRPCRequest
     return handler(request, authInfo === undefined ? ctx : { ...ctx, http: { ...ctx.http, authInfo } })
   }
 }
+
+/** Where a request came from: its HTTP request's id, the client's address, and the caller. */
+export interface RequestOrigin {
+  requestId?: string
+  ip?: string
+  authInfo?: AuthInfo
+}
+
+/** Where `carryOrigin` puts the origin in the handler's `ctx.http`; a symbol, so it never clashes with the SDK's fields. */
+const REQUEST_ORIGIN = Symbol.for('fastify-mcp-gateway.requestOrigin')
+
+/**
+ * A handler that sees where its request came from, for a relay that dispatches to other
+ * servers itself (the aggregate `/mcp`, whose per-member calls pass the call pipeline with
+ * the client's address and request id): the origin travels beside the request, by its id,
+ * as the caller does in `carryAuthInfo`, and is put in `ctx.http`, the caller included.
+ */
+export function carryOrigin (handler: Handler, originOf: (id: JSONRPCRequest['id']) => RequestOrigin | undefined): Handler {
+  return (request, ctx) => {
+    const origin = originOf(ctx.mcpReq.id)
+    if (origin === undefined) return handler(request, ctx)
+    const authInfo = ctx.http?.authInfo ?? origin.authInfo
+    return handler(request, { ...ctx, http: { ...ctx.http, ...(authInfo !== undefined && { authInfo }), [REQUEST_ORIGIN]: origin } as NonNullable<ServerContext['http']> })
+  }
+}
+
+/** The origin `carryOrigin` put in a handler's context, if it did. */
+export function requestOrigin (ctx: ServerContext): RequestOrigin | undefined {
+  return (ctx.http as { [REQUEST_ORIGIN]?: RequestOrigin } | undefined)?.[REQUEST_ORIGIN]
+}

@@ -101,6 +101,7 @@ class AskingCall {
       signal: this.#controller.signal,
       ...(first.timeoutMs !== undefined && { timeoutMs: first.timeoutMs }),
       ...(first.authInfo !== undefined && { authInfo: first.authInfo }),
+      ...(first.origin !== undefined && { origin: first.origin }),
       modern: true,
       onProgress: progress => { this.#round.onProgress?.(progress) },
       downstream: {

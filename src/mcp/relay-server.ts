@@ -9,6 +9,7 @@ import {
 import type { McpMessage, RelayOptions, RelaySession, RelayTarget, ServerScope } from '../connections/connection.js'
 import { GATEWAY_INFO, DEFAULT_TIMEOUT_MS } from '../defaults.js'
 import { toJsonRpcError } from '../errors.js'
+import { requestOrigin } from './handlers.js'
 import { askingRound } from './input-rounds.js'
 import { sharedJsonSchemaValidator } from './validator.js'
 
@@ -113,6 +114,7 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
 
 /** Maps the SDK handler context onto the relay's options: cancellation, progress, the client. */
 function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayOptions, sent: Array<Promise<void>> } {
+  const origin = requestOrigin(ctx)
   const progressToken = ctx.mcpReq._meta?.progressToken
   const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined
   const modern = envelope !== undefined
@@ -131,6 +133,7 @@ function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayO
     timeoutMs,
     ...(modern && { modern }),
     ...(ctx.http?.authInfo !== undefined && { authInfo: ctx.http.authInfo }),
+    ...(origin !== undefined && { origin: { ...(origin.requestId !== undefined && { requestId: origin.requestId }), ...(origin.ip !== undefined && { ip: origin.ip }) } }),
     ...(progressToken !== undefined && {
       onProgress: progress => { notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {}) }
     }),

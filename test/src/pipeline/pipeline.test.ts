@@ -93,7 +93,7 @@ t.test('a recording filter sees the same call on every way in, for an in-process
   })
   const { base } = await start(t, { config, filters: [recorder] })
   const calls = (): Array<Record<string, unknown>> => seen.filter(entry => entry.call.method === 'tools/call').map(({ call, outcome }) => ({
-    server: call.server, name: call.name, arguments: call.arguments, way: call.way, outcome: outcome.outcome, requestId: typeof call.requestId
+    server: call.server, name: call.name, arguments: call.arguments, way: call.way, outcome: outcome.outcome, requestId: typeof call.requestId, ip: call.ip
   }))
 
   const cases: Array<[string, () => Promise<string>, Record<string, unknown>]> = [
@@ -101,7 +101,7 @@ t.test('a recording filter sees the same call on every way in, for an in-process
     ['2025 session', async () => text(await (await mcpClient(t, `${base}/greet/mcp`)).callTool({ name: 'echoHai', arguments: { userName: 'Ada' } })), { server: 'greet', way: 'mcp-2025-session', requestId: 'string' }],
     ['2025 stateless', async () => JSON.stringify(await legacy(`${base}/greet-stateless/mcp`, 'tools/call', { name: 'echoHai', arguments: { userName: 'Ada' } })), { server: 'greet-stateless', way: 'mcp-2025-stateless', requestId: 'string' }],
     ['2026-07-28', async () => JSON.stringify(await modern(`${base}/greet/mcp`, 'tools/call', { name: 'echoHai', arguments: { userName: 'Ada' } })), { server: 'greet', way: 'mcp-2026', requestId: 'string' }],
-    ['/mcp', async () => text(await (await mcpClient(t, `${base}/mcp`)).callTool({ name: 'greet_echoHai', arguments: { userName: 'Ada' } })), { server: 'greet', way: 'aggregate' }]
+    ['/mcp', async () => text(await (await mcpClient(t, `${base}/mcp`)).callTool({ name: 'greet_echoHai', arguments: { userName: 'Ada' } })), { server: 'greet', way: 'aggregate', requestId: 'string', ip: '127.0.0.1' }]
   ]
   for (const [way, call, expected] of cases) {
     seen.length = 0
@@ -115,7 +115,7 @@ t.test('a recording filter sees the same call on every way in, for an in-process
     ['2025 session', async () => text(await (await mcpClient(t, `${base}/fixture/mcp`)).callTool({ name: 'add', arguments: { a: 1, b: 2 } })), { server: 'fixture', way: 'mcp-2025-session' }],
     ['2025 stateless', async () => JSON.stringify(await legacy(`${base}/fixture-stateless/mcp`, 'tools/call', { name: 'add', arguments: { a: 1, b: 2 } })), { server: 'fixture-stateless', way: 'mcp-2025-stateless' }],
     ['2026-07-28', async () => JSON.stringify(await modern(`${base}/fixture/mcp`, 'tools/call', { name: 'add', arguments: { a: 1, b: 2 } })), { server: 'fixture', way: 'mcp-2026' }],
-    ['/mcp', async () => text(await (await mcpClient(t, `${base}/mcp`)).callTool({ name: 'fixture_add', arguments: { a: 1, b: 2 } })), { server: 'fixture', way: 'aggregate' }]
+    ['/mcp', async () => text(await (await mcpClient(t, `${base}/mcp`)).callTool({ name: 'fixture_add', arguments: { a: 1, b: 2 } })), { server: 'fixture', way: 'aggregate', requestId: 'string', ip: '127.0.0.1' }]
   ]
   for (const [way, call, expected] of upstream) {
     seen.length = 0
