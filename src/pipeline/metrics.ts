@@ -77,8 +77,9 @@ export class GatewayMetrics {
       registers
     })
 
-    // Read when scraped, from the registry, rather than kept up to date on every change.
-    const byServer = (name: string, help: string, value: (server: MountedServer) => number | undefined): void => {
+    // Read when scraped, from the registry, rather than kept up to date on every change: one
+    // gauge per figure, set for each (label, value) pair `values` yields at scrape time.
+    const scraped = (name: string, help: string, values: () => Iterable<[string, number | undefined]>): void => {
       const gauge: Gauge<'server'> = new Gauge({
         name,
         help,
@@ -86,12 +87,15 @@ export class GatewayMetrics {
         registers,
         collect: () => {
           gauge.reset()
-          for (const server of servers.servers()) {
-            const n = value(server)
-            if (n !== undefined) gauge.set({ server: server.name }, n)
-          }
+          for (const [server, n] of values()) if (n !== undefined) gauge.set({ server }, n)
         }
       })
+    }
+    const byServer = (name: string, help: string, value: (server: MountedServer) => number | undefined): void => {
+      scraped(name, help, () => servers.servers().map(server => [server.name, value(server)]))
+    }
+    const byEndpoint = (name: string, help: string, value: (stats: EndpointStats) => number): void => {
+      scraped(name, help, () => [...servers.endpoints()].map(([server, stats]) => [server, value(stats())]))
     }
     byServer('mcp_server_up', 'Whether a mounted server is up (1) or not (0: starting, down, closed)', server => server.connection.state === 'up' ? 1 : 0)
     byServer('mcp_upstream_isolated_connections', 'Per-session upstream connections open (isolation "session"): child processes, for stdio upstreams', server =>
@@ -108,18 +112,6 @@ export class GatewayMetrics {
         }
       }
     })
-    const byEndpoint = (name: string, help: string, value: (stats: EndpointStats) => number): void => {
-      const gauge: Gauge<'server'> = new Gauge({
-        name,
-        help,
-        labelNames: ['server'],
-        registers,
-        collect: () => {
-          gauge.reset()
-          for (const [server, stats] of servers.endpoints()) gauge.set({ server }, value(stats()))
-        }
-      })
-    }
     byEndpoint('mcp_sessions', 'Live 2025-era MCP sessions, by endpoint (server "gateway" is /mcp)', stats => stats.sessions)
     byEndpoint('mcp_session_streams', 'Open GET (SSE) streams of 2025-era sessions, by endpoint', stats => stats.sessionStreams)
     byEndpoint('mcp_listen_streams', 'Open 2026-07-28 subscriptions/listen streams, by endpoint', stats => stats.listenStreams)
