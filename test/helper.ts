@@ -119,3 +119,40 @@ export async function listenAs (t: Test, options: GatewayOptions, logger: Fastif
   await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
 }
+
+/** What an MCP client over Streamable HTTP sends as `Accept` and `Content-Type`. */
+export const mcpHeaders = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
+
+/** The `_meta` envelope a 2026-07-28 client puts on every request. */
+export const modernMeta = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientInfo': { name: 'test', version: '1' },
+  'io.modelcontextprotocol/clientCapabilities': {}
+}
+
+/** The request field `Mcp-Name` mirrors, per method (2026-07-28 standard headers). */
+const NAMED: Record<string, string> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' }
+
+/**
+ * A 2026-07-28 request as its client sends it: the envelope in `params._meta`, the
+ * `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers, and any `headers` besides.
+ */
+export function modernRequest (method: string, params: Record<string, unknown> = {}, headers: Record<string, string> = {}): RequestInit & { headers: Record<string, string> } {
+  const named = NAMED[method]
+  return {
+    method: 'POST',
+    headers: {
+      ...mcpHeaders,
+      'mcp-protocol-version': '2026-07-28',
+      'mcp-method': method,
+      ...(named !== undefined && { 'mcp-name': String(params[named]) }),
+      ...headers
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: modernMeta } })
+  }
+}
+
+/** A 2025-era request without a session (to a server mounted `stateless`, or an `initialize`). */
+export function legacyRequest (method: string, params: Record<string, unknown> = {}, headers: Record<string, string> = {}): RequestInit & { headers: Record<string, string> } {
+  return { method: 'POST', headers: { ...mcpHeaders, ...headers }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) }
+}

@@ -7,18 +7,12 @@ import { parseConfig } from '../../src/config.js'
 import { UpstreamConnection } from '../../src/connections/upstream.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { createFailingServer } from '../fixtures/servers.js'
-import { json, listen, mcpClient, text } from '../helper.js'
+import { json, legacyRequest, listen, mcpClient, mcpHeaders, modernRequest, text } from '../helper.js'
 
 // `/metrics`: what a Prometheus scrape sees after real calls on every way in, for an
 // in-process server and a stdio upstream, and what it sees of the gateway's state.
 
 const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
-const accept = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
-const modernMeta = {
-  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-  'io.modelcontextprotocol/clientInfo': { name: 'metrics-test', version: '1' },
-  'io.modelcontextprotocol/clientCapabilities': {}
-}
 
 interface Sample { name: string, labels: Record<string, string>, value: number }
 
@@ -78,17 +72,11 @@ function configWith (servers: Record<string, unknown>) {
 }
 
 async function modern (url: string, name: string, args: Record<string, unknown>): Promise<string> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { ...accept, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: modernMeta } })
-  })
-  return await res.text()
+  return await (await fetch(url, modernRequest('tools/call', { name, arguments: args }))).text()
 }
 
 async function legacy (url: string, name: string, args: Record<string, unknown>): Promise<string> {
-  const res = await fetch(url, { method: 'POST', headers: accept, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } }) })
-  return await res.text()
+  return await (await fetch(url, legacyRequest('tools/call', { name, arguments: args }))).text()
 }
 
 async function rest (url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
@@ -185,19 +173,15 @@ t.test('the gauges read at scrape time: live sessions, their GET streams and lis
   t.equal(before.value('mcp_session_streams', { server: 'greet' }), 0)
   t.equal(before.value('mcp_listen_streams', { server: 'greet' }), 0)
 
-  const init = await fetch(url, { method: 'POST', headers: accept, body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }) })
+  const init = await fetch(url, legacyRequest('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } }))
   const sessionId = init.headers.get('mcp-session-id') as string
   await init.body?.cancel()
-  const session = { ...accept, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }
+  const session = { ...mcpHeaders, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }
   await (await fetch(url, { method: 'POST', headers: session, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })).body?.cancel()
   const stream = await fetch(url, { headers: { ...session, accept: 'text/event-stream' } })
   t.equal(stream.status, 200, 'the session\'s GET stream is open')
   t.teardown(() => stream.body?.cancel())
-  const listening = await fetch(url, {
-    method: 'POST',
-    headers: { ...accept, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'subscriptions/listen' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 'listen', method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: modernMeta } })
-  })
+  const listening = await fetch(url, modernRequest('subscriptions/listen', { notifications: { toolsListChanged: true } }))
   t.match(listening.headers.get('content-type'), /text\/event-stream/, 'the listen stream is open')
   t.teardown(() => listening.body?.cancel())
 

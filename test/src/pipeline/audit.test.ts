@@ -3,18 +3,12 @@ import { McpServer, type AuthInfo } from '@modelcontextprotocol/server'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { GatewayOptions } from '../../../src/app.js'
-import { json, listenAs, logCapture } from '../../helper.js'
+import { json, listenAs, logCapture, modernRequest } from '../../helper.js'
 
 // The audit log: one structured line per tool call, prompt get and resource read on any way
 // in, at info under `audit`, naming the caller by its clientId and never by its credential;
 // the arguments only at debug.
 
-const headers = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
-const modernMeta = {
-  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-  'io.modelcontextprotocol/clientInfo': { name: 'audit-test', version: '1' },
-  'io.modelcontextprotocol/clientCapabilities': {}
-}
 const TOKEN = 'tok-3f9a-very-secret'
 const alice: AuthInfo = { clientId: 'alice', scopes: [], token: TOKEN, extra: { kind: 'apiKey' } }
 const as = { 'x-test-identity': JSON.stringify(alice) }
@@ -47,12 +41,7 @@ t.test('one audit line per tool call, prompt get and resource read, on every way
   t.notOk('arguments' in audit()[0]?.audit, 'no arguments at info')
 
   const modern = async (method: string, params: Record<string, unknown>): Promise<void> => {
-    const name = String(params.name ?? params.uri)
-    await (await fetch(`${base}/probe/mcp`, {
-      method: 'POST',
-      headers: { ...headers, ...as, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, 'mcp-name': name },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: modernMeta } })
-    })).text()
+    await (await fetch(`${base}/probe/mcp`, modernRequest(method, params, as))).text()
   }
   await modern('tools/call', { name: 'fails', arguments: {} })
   await modern('prompts/get', { name: 'hello' })

@@ -8,7 +8,7 @@ import { parseConfig } from '../../../src/config.js'
 import { ForbiddenHostError } from '../../../src/errors.js'
 import { CallPipeline, type CallContext, type CallFilter, type CallOutcome } from '../../../src/pipeline/pipeline.js'
 import { createGreetServer } from '../../../servers/greet/index.js'
-import { json, mcpClient, text } from '../../helper.js'
+import { json, legacyRequest, mcpClient, mcpHeaders, modernRequest, text } from '../../helper.js'
 
 // The call pipeline: every request to a mounted server passes it, whatever the way in. Proven
 // with test-only filters on every path (REST, a server's own endpoint in a 2025 session, a
@@ -16,28 +16,15 @@ import { json, mcpClient, text } from '../../helper.js'
 // stdio upstream alike.
 
 const fixture = fileURLToPath(new URL('../../fixtures/stdio-server.mjs', import.meta.url))
-const headers = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
-const modernMeta = {
-  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-  'io.modelcontextprotocol/clientInfo': { name: 'pipeline-test', version: '1' },
-  'io.modelcontextprotocol/clientCapabilities': {}
-}
 
 /** A 2026-07-28 request, as a client of that revision sends it. */
 async function modern (url: string, method: string, params: Record<string, unknown> = {}, extra: Record<string, string> = {}): Promise<Record<string, any>> {
-  const name: Record<string, string> = method === 'tools/call' ? { 'mcp-name': String(params.name) } : {}
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...name, ...extra },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: modernMeta } })
-  })
-  return await res.json() as Record<string, any>
+  return await (await fetch(url, modernRequest(method, params, extra))).json() as Record<string, any>
 }
 
 /** A 2025-era request without a session (a server mounted `stateless`). */
 async function legacy (url: string, method: string, params: Record<string, unknown> = {}, extra: Record<string, string> = {}): Promise<Record<string, any>> {
-  const res = await fetch(url, { method: 'POST', headers: { ...headers, ...extra }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) })
-  return await res.json() as Record<string, any>
+  return await (await fetch(url, legacyRequest(method, params, extra))).json() as Record<string, any>
 }
 
 /** An in-process server whose `secret` counts the calls that reach it, and `whoami` names its caller. */
@@ -215,7 +202,7 @@ t.test("the caller's identity reaches in-process tools as ctx.http.authInfo, on 
   t.equal((await legacy(`${base}/probe-stateless/mcp`, 'tools/call', { name: 'whoami', arguments: {} }, as)).result.content[0].text, 'ada', '2025 stateless lane')
   t.equal((await modern(`${base}/probe/mcp`, 'tools/call', { name: 'whoami', arguments: {} }, as)).result.content[0].text, 'ada', '2026-07-28 lane')
   const init = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }
-  const opened = await fetch(`${base}/probe/mcp`, { method: 'POST', headers: { ...headers, ...as }, body: JSON.stringify(init) })
+  const opened = await fetch(`${base}/probe/mcp`, { method: 'POST', headers: { ...mcpHeaders, ...as }, body: JSON.stringify(init) })
   const sessionId = opened.headers.get('mcp-session-id') as string
   await opened.text()
   const inSession = await legacy(`${base}/probe/mcp`, 'tools/call', { name: 'whoami', arguments: {} }, { ...as, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' })

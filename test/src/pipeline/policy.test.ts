@@ -6,7 +6,7 @@ import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextp
 import type { GatewayOptions } from '../../../src/app.js'
 import { parseConfig } from '../../../src/config.js'
 import type { PolicyRule } from '../../../src/security.js'
-import { json, listenAs } from '../../helper.js'
+import { json, listenAs, modernRequest } from '../../helper.js'
 
 // Per-tool authorization (`gateway.policy`): two callers see and may call different tools,
 // prompts and resources, on every way in (REST, a 2025 session, a 2026-07-28 request, /mcp),
@@ -14,12 +14,6 @@ import { json, listenAs } from '../../helper.js'
 // as an unknown name and never reaches the server.
 
 const fixture = fileURLToPath(new URL('../../fixtures/stdio-server.mjs', import.meta.url))
-const headers = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
-const modernMeta = {
-  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-  'io.modelcontextprotocol/clientInfo': { name: 'policy-test', version: '1' },
-  'io.modelcontextprotocol/clientCapabilities': {}
-}
 
 /** The identities the auth plugin would set: an API key's, and two JWTs'. */
 const alice: AuthInfo = { clientId: 'alice', scopes: [], token: 'alice-secret-key', extra: { kind: 'apiKey' } }
@@ -34,13 +28,7 @@ const policy: PolicyRule[] = [
 
 /** A 2026-07-28 request as `who`. */
 async function modern (url: string, method: string, params: Record<string, unknown>, who?: AuthInfo): Promise<Record<string, any>> {
-  const name: Record<string, string> = method === 'tools/call' ? { 'mcp-name': String(params.name) } : {}
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...name, ...as(who) },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: modernMeta } })
-  })
-  return await res.json() as Record<string, any>
+  return await (await fetch(url, modernRequest(method, params, as(who)))).json() as Record<string, any>
 }
 
 /** The header the test's stand-in for authentication reads. */

@@ -9,19 +9,13 @@ import core from '../../../plugins/core.js'
 import filters from '../../../plugins/filters.js'
 import mcpServer from '../../../plugins/mcp-server.js'
 import type { RateLimitOptions } from '../../../src/security.js'
-import { json } from '../../helper.js'
+import { json, legacyRequest, mcpHeaders, modernRequest } from '../../helper.js'
 
 // Rate limits (`gateway.rateLimit`, counted by @fastify/rate-limit): per caller, a default
 // plus per-server and per-tool limits; over one, a call is refused with 429
 // GW_ERR_RATE_LIMITED and its headers on REST, and as a JSON-RPC error carrying the code on
 // MCP (HTTP 429 where the answer is plain JSON), and never reaches the server.
 
-const headers = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' }
-const modernMeta = {
-  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-  'io.modelcontextprotocol/clientInfo': { name: 'rate-test', version: '1' },
-  'io.modelcontextprotocol/clientCapabilities': {}
-}
 const minute = 60_000
 
 function who (clientId: string): Record<string, string> {
@@ -65,15 +59,11 @@ async function rest (base: string, tool: string, as: Record<string, string> = {}
 }
 
 function modernCall (name: string): RequestInit & { headers: Record<string, string> } {
-  return {
-    method: 'POST',
-    headers: { ...headers, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: {}, _meta: modernMeta } })
-  }
+  return modernRequest('tools/call', { name, arguments: {} })
 }
 
 function legacyCall (name: string): RequestInit & { headers: Record<string, string> } {
-  return { method: 'POST', headers: { ...headers }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: {} } }) }
+  return legacyRequest('tools/call', { name, arguments: {} })
 }
 
 const limits = (rateLimit: Partial<RateLimitOptions>): RateLimitOptions => ({ max: 100, timeWindow: minute, servers: {}, ...rateLimit })
@@ -125,10 +115,10 @@ t.test('MCP: past the limit a call is a JSON-RPC error carrying GW_ERR_RATE_LIMI
   // a 2025 session, as raw HTTP
   const as = who('u-session')
   const init = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }
-  const opened = await fetch(`${base}/probe/mcp`, { method: 'POST', headers: { ...headers, ...as }, body: JSON.stringify(init) })
+  const opened = await fetch(`${base}/probe/mcp`, { method: 'POST', headers: { ...mcpHeaders, ...as }, body: JSON.stringify(init) })
   const sessionId = opened.headers.get('mcp-session-id') as string
   await opened.text()
-  const inSession = { ...headers, ...as, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }
+  const inSession = { ...mcpHeaders, ...as, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' }
   t.equal((await fetch(`${base}/probe/mcp`, { ...legacyCall('open'), headers: inSession })).status, 200, 'session: the first call')
   const refused = await fetch(`${base}/probe/mcp`, { ...legacyCall('open'), headers: inSession })
   t.equal(refused.status, 429, 'session: 429')
