@@ -20,8 +20,10 @@ import {
 } from './security.js'
 
 // The config file is the `mcpServers` file that Claude Desktop, Cursor, VS Code and mcpo
-// users already have, so an existing file works as it is: fields that only other tools read
-// are warned about, never refused.
+// users already have, so an existing file works as it is: the fields other clients keep in it
+// are warned about (see FOREIGN_FIELDS). Any other field the gateway does not know is an
+// error, with the known name it is closest to: a misspelt setting would otherwise run the
+// gateway with its default without a word.
 
 export type Isolation = 'shared' | 'session'
 
@@ -49,6 +51,18 @@ interface CommonServerConfig {
   maxIsolated?: number
   /** With `isolation: "session"`: a per-session upstream connection unused this long is closed (and reopened on the session's next request). */
   isolatedIdleMs?: number
+  /**
+   * The prefix of this server's tool and prompt names in `/mcp` (`<namespace><separator><name>`);
+   * absent means the entry's name, `false` lists its names as they are. Two enabled servers never
+   * share one (a config error); names that still collide are the aggregate's to report.
+   */
+  namespace?: string | false
+  /**
+   * Upstream tool name → the name `/mcp` shows instead, before the namespace is put in front.
+   * Only `/mcp` sees it: the server's own endpoint, REST, `tools` filters, policy and metrics
+   * keep the upstream's name. Every target is a valid tool name and no two are the same.
+   */
+  rename?: Record<string, string>
 }
 export interface StdioServerConfig extends CommonServerConfig { kind: 'stdio', command: string, args: string[], env: Record<string, string>, cwd?: string }
 export interface RemoteServerConfig extends CommonServerConfig { kind: 'http' | 'sse', url: string, headers: Record<string, string> }
@@ -90,12 +104,84 @@ const RESERVED = ['/docs', '/redoc', '/health', '/ready', '/mcp', '/tools']
 const TRANSPORTS = new Map<unknown, 'stdio' | 'http' | 'sse'>([
   ['stdio', 'stdio'], ['http', 'http'], ['streamable-http', 'http'], ['streamable_http', 'http'], ['streamableHttp', 'http'], ['sse', 'sse']
 ])
-const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'scopes', 'required', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation', 'maxIsolated', 'isolatedIdleMs']
+/** A name `/mcp` can list: the MCP tool name characters, at most 64 of them. */
+const TOOL_NAME = /^[A-Za-z0-9_.-]{1,64}$/
+const TOP_LEVEL_FIELDS = ['mcpServers', 'servers', 'gateway']
+const COMMON_FIELDS = ['type', 'prefix', 'stateless', 'scopes', 'required', 'timeoutMs', 'connectTimeoutMs', 'retry', 'disabled', 'tools', 'isolation', 'maxIsolated', 'isolatedIdleMs', 'namespace', 'rename']
 /** Fields about an upstream's connection, which in-process servers do not have. */
 const UPSTREAM_FIELDS = ['tools', 'isolation', 'connectTimeoutMs', 'retry', 'maxIsolated', 'isolatedIdleMs']
+/** The fields that say an entry's kind: exactly one of them is given. */
+const KIND_KEYS = ['command', 'url', 'builtin', 'module'] as const
+/** Other clients' names for `url` (Windsurf's, Gemini CLI's for Streamable HTTP). */
+const URL_ALIASES = ['serverUrl', 'httpUrl']
 const KIND_FIELDS: Record<Kind, string[]> = {
   stdio: ['command', 'args', 'env', 'cwd'], http: ['url', 'headers'], sse: ['url', 'headers'], builtin: ['builtin'], module: ['module', 'export']
 }
+/** Every field an entry of some kind may have, for an entry whose kind is not known. */
+const ENTRY_FIELDS: readonly string[] = [...new Set([...KIND_KEYS, ...Object.values(KIND_FIELDS).flat(), ...COMMON_FIELDS])]
+
+/** Another client's field: ignored with a warning, or refused when ignoring it would undo a restriction. */
+interface Foreign {
+  /** What ignoring it changes, appended to the warning. */
+  note?: string
+  /** Why the entry cannot run without it; undefined to warn instead. */
+  refuse?: (value: unknown, entry: Entry) => string | undefined
+}
+const upstreamOAuth: Foreign = { note: 'the gateway does not sign in to upstream servers with OAuth; give a token in headers' }
+const hiddenTools: Foreign = { refuse: () => 'lists tools to hide, which the gateway does not read, so it would serve them: list them in tools.deny instead' }
+const urlAlias = (client: string): Foreign => ({
+  note: 'the entry\'s url is used',
+  refuse: (_, entry) => entry.url === undefined ? `is ${client}'s name for url: rename it to url` : undefined
+})
+/**
+ * Fields other clients keep in the entries of this same file, from each one's config reference:
+ * - Claude Code `.mcp.json` (code.claude.com/docs/en/mcp): `headersHelper`, `oauth`.
+ * - Cursor `mcp.json` (cursor.com/docs/mcp): `envFile`, `auth` (a static OAuth client).
+ * - VS Code `mcp.json` (code.visualstudio.com/docs/copilot/reference/mcp-configuration):
+ *   `envFile`, `dev`, `sandboxEnabled`, `sandbox`; `inputs` at the top level.
+ * - Cline `cline_mcp_settings.json` (docs.cline.bot/mcp/configuring-mcp-servers): `autoApprove`,
+ *   `alwaysAllow`, `timeout` (seconds), `transportType`.
+ * - Roo Code `mcp_settings.json` (docs.roocode.com/features/mcp/using-mcp-in-roo): `alwaysAllow`,
+ *   `timeout`, `watchPaths`, `disabledTools`.
+ * - Windsurf `mcp_config.json` (docs.windsurf.com/windsurf/cascade/mcp): `serverUrl`.
+ * - mcpo `config.json` (github.com/open-webui/mcpo README): `disabledTools`, `oauth`.
+ * - Gemini CLI `settings.json` (github.com/google-gemini/gemini-cli docs/tools/mcp-server.md):
+ *   `httpUrl`, `timeout` (milliseconds), `trust`, `description`, `includeTools`, `excludeTools`, `oauth`.
+ * - Continue (docs.continue.dev/customize/deep-dives/mcp): `name` on each server block.
+ * `disabled` (Cline, Roo Code), `type`, `cwd` and `headers` are the gateway's own.
+ * Refused: a tool list the gateway would not apply (it would serve tools the file hides), a
+ * sandbox it cannot give, and another client's name for `url` when the entry has no `url`.
+ * A Map, so that a key such as `constructor` finds nothing.
+ */
+const FOREIGN_FIELDS = new Map<string, Foreign>([
+  ['alwaysAllow', {}],
+  ['auth', upstreamOAuth],
+  ['autoApprove', {}],
+  ['description', {}],
+  ['dev', {}],
+  ['disabledTools', hiddenTools],
+  ['envFile', { note: 'the variables in that file do not reach the server; give them in env' }],
+  ['excludeTools', hiddenTools],
+  ['headersHelper', { note: 'the headers it makes are not sent; give them in headers' }],
+  ['httpUrl', urlAlias('Gemini CLI')],
+  ['includeTools', { refuse: () => 'lists the only tools to offer, which the gateway does not read, so it would serve every tool: list them in tools.allow instead' }],
+  ['name', { note: 'the entry\'s key names the server' }],
+  ['oauth', upstreamOAuth],
+  ['sandbox', { note: 'the gateway does not confine the servers it starts' }],
+  ['sandboxEnabled', { refuse: value => value === true ? 'asks for the server to run confined, which the gateway cannot do: remove it to run the server unconfined' : undefined }],
+  ['serverUrl', urlAlias('Windsurf')],
+  ['timeout', { note: 'the gateway\'s per-call timeout is timeoutMs, in milliseconds' }],
+  ['transportType', { note: 'an SSE server needs "type": "sse"' }],
+  ['trust', {}],
+  ['watchPaths', {}]
+])
+/**
+ * Top-level fields of other clients' files: a JSON schema reference, VS Code's `inputs` and
+ * `sandbox`, and the settings Claude Desktop keeps beside `mcpServers` in
+ * `claude_desktop_config.json` (`globalShortcut`, `darkMode`, `scale`, `locale`,
+ * `quickWindowPosition`, as found in users' files; the app does not document them).
+ */
+const FOREIGN_TOP_LEVEL = new Set(['$schema', 'inputs', 'sandbox', 'globalShortcut', 'darkMode', 'scale', 'locale', 'quickWindowPosition'])
 
 const isObject = (value: unknown): value is Entry => typeof value === 'object' && value !== null && !Array.isArray(value)
 const typeOf = (value: unknown): string => value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value
@@ -124,7 +210,11 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   const key = root.mcpServers === undefined && root.servers !== undefined ? 'servers' : 'mcpServers'
   const entries = root[key]
   const servers: ServerConfig[] = []
-  if (entries === undefined) report(ctx, 'mcpServers', 'is missing: declare the servers under mcpServers (or VS Code\'s servers)')
+  // A misspelt `mcpServers` (or `servers`) is reported where it is, which says more than its absence.
+  const misspelt = Object.keys(root).some(field => !TOP_LEVEL_FIELDS.includes(field) && ['mcpServers', 'servers'].includes(closest(field, TOP_LEVEL_FIELDS) ?? ''))
+  if (entries === undefined) {
+    if (!misspelt) report(ctx, 'mcpServers', 'is missing: declare the servers under mcpServers (or VS Code\'s servers)')
+  }
   else if (!isObject(entries)) report(ctx, key, `must be an object of servers by name (got ${typeOf(entries)})`)
   else if (Object.keys(entries).length === 0) report(ctx, key, 'declares no servers')
   else {
@@ -134,9 +224,12 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     }
   }
   checkPrefixes(servers, key, ctx)
+  checkNamespaces(servers, key, ctx)
   const { aggregate, security, observability } = parseGateway(root.gateway, ctx)
   for (const field of Object.keys(root)) {
-    if (!['mcpServers', 'servers', 'gateway'].includes(field)) warnIgnored(ctx, field)
+    if (TOP_LEVEL_FIELDS.includes(field)) continue
+    if (FOREIGN_TOP_LEVEL.has(field)) warnIgnored(ctx, field)
+    else unknownField(ctx, field, field, TOP_LEVEL_FIELDS)
   }
   if (ctx.problems.length > 0) throw new ConfigError(ctx.problems.join('\n'))
   return { file: absolute, servers, aggregate, security, observability, warnings: ctx.warnings }
@@ -164,18 +257,64 @@ function report (ctx: Context, path: string, problem: string): undefined {
   return undefined
 }
 
-function warnIgnored (ctx: Context, path: string): void {
-  ctx.warnings.push(`${ctx.file}: ${path} is not used by the gateway and was ignored`)
+function warnIgnored (ctx: Context, path: string, note?: string): void {
+  ctx.warnings.push(`${ctx.file}: ${path} is not used by the gateway and was ignored${note === undefined ? '' : `: ${note}`}`)
+}
+
+/** A field the gateway does not know, with the known one it is closest to when one is close. */
+function unknownField (ctx: Context, path: string, field: string, known: readonly string[]): void {
+  const guess = closest(field, known)
+  const expected = known.length === 2 ? known.join(' or ') : `one of ${known.join(', ')}`
+  report(ctx, path, guess === undefined ? `is not a known field (expected ${expected})` : `is not a known field; did you mean ${JSON.stringify(guess)}?`)
+}
+
+/** Abbreviated names are also matched as written out, so `enviroment` finds `env`. */
+const SPELLED_OUT = new Map([['env', 'environment'], ['args', 'arguments']])
+
+/**
+ * The known name nearest to `field`, when it is near enough to be a slip rather than another
+ * word: at most two edits, and at most one for names of up to five letters, so `ur` finds
+ * `url` while `id` finds nothing. Ties go to the earlier name.
+ */
+function closest (field: string, known: readonly string[]): string | undefined {
+  let best: string | undefined
+  let fewest = Infinity
+  for (const name of known) {
+    for (const form of [name, SPELLED_OUT.get(name)]) {
+      if (form === undefined) continue
+      const edits = distance(field.toLowerCase(), form.toLowerCase())
+      const limit = Math.min(2, Math.max(1, Math.floor(Math.max(field.length, form.length) / 3)))
+      if (edits <= limit && edits < fewest) [best, fewest] = [name, edits]
+    }
+  }
+  return best
+}
+
+/**
+ * Damerau-Levenshtein distance in its optimal-string-alignment form: insertions, deletions,
+ * substitutions and swaps of two neighbours (`hedaers`) each count one. Written here rather
+ * than imported: no dependency of ours exports one (`js-levenshtein` in node_modules comes in
+ * through Redoc's `@redocly/openapi-core`, may leave with it, and counts a swap as two), and it
+ * is a dozen lines.
+ */
+function distance (a: string, b: string): number {
+  const row = (i: number): number[] => Array.from({ length: b.length + 1 }, (_, j) => i === 0 ? j : j === 0 ? i : 0)
+  const d = Array.from({ length: a.length + 1 }, (_, i) => row(i))
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1)
+    }
+  }
+  return d[a.length][b.length]
 }
 
 function parseServer (name: string, entry: unknown, path: string, ctx: Context): ServerConfig | undefined {
   if (!NAME.test(name)) report(ctx, path, 'is not a valid server name: use 1 to 64 letters, digits, \'_\' or \'-\'')
   if (!isObject(entry)) return report(ctx, path, `must be an object (got ${typeOf(entry)})`)
   const kind = detectKind(entry, path, ctx)
+  checkFields(entry, path, kind, ctx)
   if (kind === undefined) return undefined
-  for (const field of Object.keys(entry)) {
-    if (!COMMON_FIELDS.includes(field) && !KIND_FIELDS[kind].includes(field)) warnIgnored(ctx, `${path}.${field}`)
-  }
 
   const at = (field: string): string => `${path}.${field}`
   const { prefix, timeoutMs, connectTimeoutMs, isolation, maxIsolated, isolatedIdleMs } = entry
@@ -211,7 +350,9 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
     retry: inProcess ? undefined : parseRetry(entry.retry, at('retry'), ctx),
     isolation: isolation as Isolation | undefined,
     maxIsolated: maxIsolated as number | undefined,
-    isolatedIdleMs: isolatedIdleMs as number | undefined
+    isolatedIdleMs: isolatedIdleMs as number | undefined,
+    namespace: parseNamespace(entry.namespace, at('namespace'), ctx),
+    rename: parseRename(entry.rename, at('rename'), ctx)
   })
 
   // The field that chose the kind, interpolated before it is checked so the check sees what
@@ -260,9 +401,42 @@ function parseServer (name: string, entry: unknown, path: string, ctx: Context):
   }
 }
 
+/**
+ * Every field of an entry is the gateway's, another client's (warned about, or refused when
+ * ignoring it would undo what it restricts) or unknown (an error). Without a kind, any kind's
+ * fields are accepted: the entry is refused already, and only its other problems are left to say.
+ */
+function checkFields (entry: Entry, path: string, kind: Kind | undefined, ctx: Context): void {
+  const own = kind === undefined ? ENTRY_FIELDS : [...KIND_FIELDS[kind], ...COMMON_FIELDS]
+  for (const [field, value] of Object.entries(entry)) {
+    const at = `${path}.${field}`
+    if (own.includes(field)) continue
+    if (ENTRY_FIELDS.includes(field)) {
+      // Clients write `env` or `args` on a url entry, harmlessly; saying so beats refusing the file.
+      const kinds = (Object.keys(KIND_FIELDS) as Kind[]).filter(other => KIND_FIELDS[other].includes(field))
+      ctx.warnings.push(`${ctx.file}: ${at} applies only to ${kinds.join(' and ')} servers and was ignored`)
+      continue
+    }
+    const foreign = FOREIGN_FIELDS.get(field)
+    if (foreign === undefined) {
+      unknownField(ctx, at, field, own)
+      continue
+    }
+    const refused = foreign.refuse?.(value, entry)
+    if (refused !== undefined) report(ctx, at, refused)
+    else warnIgnored(ctx, at, foreign.note)
+  }
+}
+
 function detectKind (entry: Entry, path: string, ctx: Context): Kind | undefined {
-  const given = (['command', 'url', 'builtin', 'module'] as const).filter(field => entry[field] !== undefined)
-  if (given.length === 0) return report(ctx, path, 'needs one of command (a stdio server), url (an http or sse server), builtin or module')
+  const given = KIND_KEYS.filter(field => entry[field] !== undefined)
+  if (given.length === 0) {
+    // `"comand"`, `"ur"` or Windsurf's `serverUrl` is reported on its own key (checkFields),
+    // which tells the user what to change; this sentence would only add a vaguer one.
+    const kindKey = (field: string): boolean => (KIND_KEYS as readonly string[]).includes(closest(field, ENTRY_FIELDS) ?? '')
+    const named = Object.keys(entry).some(field => URL_ALIASES.includes(field) || (!ENTRY_FIELDS.includes(field) && !FOREIGN_FIELDS.has(field) && kindKey(field)))
+    return named ? undefined : report(ctx, path, 'needs one of command (a stdio server), url (an http or sse server), builtin or module')
+  }
   // Guessing which one was meant would start the wrong server.
   if (given.length > 1) return report(ctx, path, `must have only one of command, url, builtin or module (has ${given.join(' and ')})`)
   const field = given[0]
@@ -324,7 +498,7 @@ function parseTools (value: unknown, path: string, ctx: Context): CommonServerCo
   if (value === undefined) return undefined
   if (!isObject(value)) return report(ctx, path, `must be an object with allow and/or deny lists (got ${typeOf(value)})`)
   for (const field of Object.keys(value)) {
-    if (field !== 'allow' && field !== 'deny') report(ctx, `${path}.${field}`, 'is not a known field (expected allow or deny)')
+    if (field !== 'allow' && field !== 'deny') unknownField(ctx, `${path}.${field}`, field, ['allow', 'deny'])
   }
   return defined({ allow: strings(value.allow, `${path}.allow`, ctx, false), deny: strings(value.deny, `${path}.deny`, ctx, false) })
 }
@@ -334,7 +508,7 @@ function parseRetry (value: unknown, path: string, ctx: Context): CommonServerCo
   if (!isObject(value)) return report(ctx, path, `must be an object with initialMs and/or maxMs (got ${typeOf(value)})`)
   const retry: { initialMs?: number, maxMs?: number } = {}
   for (const [field, given] of Object.entries(value)) {
-    if (field !== 'initialMs' && field !== 'maxMs') report(ctx, `${path}.${field}`, 'is not a known field (expected initialMs or maxMs)')
+    if (field !== 'initialMs' && field !== 'maxMs') unknownField(ctx, `${path}.${field}`, field, ['initialMs', 'maxMs'])
     else if (!(Number.isInteger(given) && (given as number) >= 1)) report(ctx, `${path}.${field}`, `must be a whole number of milliseconds, at least 1 (got ${show(given)})`)
     else retry[field] = given as number
   }
@@ -342,6 +516,31 @@ function parseRetry (value: unknown, path: string, ctx: Context): CommonServerCo
     report(ctx, `${path}.maxMs`, `must be at least initialMs (${retry.initialMs}) (got ${retry.maxMs})`)
   }
   return retry
+}
+
+function parseNamespace (value: unknown, path: string, ctx: Context): string | false | undefined {
+  if (value === undefined || value === false || (typeof value === 'string' && NAME.test(value))) return value
+  return report(ctx, path, `must be false or 1 to 64 letters, digits, '_' or '-' (got ${show(value)})`)
+}
+
+function parseRename (value: unknown, path: string, ctx: Context): Record<string, string> | undefined {
+  if (value === undefined) return undefined
+  if (!isObject(value)) return report(ctx, path, `must be an object of upstream tool names to the names /mcp shows (got ${typeOf(value)})`)
+  const renamed: Array<[string, string]> = []
+  const sources = new Map<string, string>()
+  for (const [upstream, exposed] of Object.entries(value)) {
+    const at = `${path}.${upstream}`
+    if (upstream === '') report(ctx, path, 'has an empty key: name the upstream tool to rename')
+    else if (typeof exposed !== 'string') report(ctx, at, `must be a string (got ${typeOf(exposed)})`)
+    else if (!TOOL_NAME.test(exposed)) report(ctx, at, `must be a tool name: 1 to 64 of the characters A-Z a-z 0-9 _ . - (got ${show(exposed)})`)
+    else if (sources.has(exposed)) report(ctx, `${path}.${sources.get(exposed) as string}`, `and ${at} both rename to ${show(exposed)}: give each tool its own name`)
+    else {
+      sources.set(exposed, upstream)
+      renamed.push([upstream, exposed])
+    }
+  }
+  // fromEntries defines own properties, so an upstream tool named `__proto__` stays a key.
+  return Object.fromEntries(renamed)
 }
 
 /** The gateway's own settings: every field known, since a typo here would silently change behaviour. */
@@ -355,7 +554,7 @@ function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggre
     return defaults
   }
   for (const field of Object.keys(value)) {
-    if (!GATEWAY_FIELDS.includes(field)) report(ctx, `gateway.${field}`, `is not a known setting (expected one of ${GATEWAY_FIELDS.join(', ')})`)
+    if (!GATEWAY_FIELDS.includes(field)) unknownField(ctx, `gateway.${field}`, field, GATEWAY_FIELDS)
   }
   const separator = string(value.separator, 'gateway.separator', ctx)
   if (separator !== undefined && !SEPARATOR.test(separator)) {
@@ -394,7 +593,7 @@ function section (value: unknown, path: string, fields: string[], ctx: Context):
   if (value === undefined) return undefined
   if (!isObject(value)) return report(ctx, path, `must be an object (got ${typeOf(value)})`)
   for (const field of Object.keys(value)) {
-    if (!fields.includes(field)) report(ctx, `${path}.${field}`, `is not a known setting (expected one of ${fields.join(', ')})`)
+    if (!fields.includes(field)) unknownField(ctx, `${path}.${field}`, field, fields)
   }
   return value
 }
@@ -551,6 +750,21 @@ function checkPrefixes (servers: ServerConfig[], key: string, ctx: Context): voi
     const owner = owners.get(prefix)
     if (owner !== undefined) report(ctx, `${key}.${owner}`, `and ${key}.${server.name} are both mounted at ${prefix}: give one a different prefix`)
     else owners.set(prefix, server.name)
+  }
+}
+
+/**
+ * Tools and prompts in `/mcp` are `<namespace><separator><name>`: two enabled servers with one
+ * namespace would list each other's names (disabled ones are skipped, as for prefixes).
+ */
+function checkNamespaces (servers: ServerConfig[], key: string, ctx: Context): void {
+  const owners = new Map<string, ServerConfig>()
+  const label = (server: ServerConfig): string => `${key}.${server.name}${server.namespace === undefined ? '' : '.namespace'}`
+  for (const server of servers.filter(server => server.disabled !== true && server.namespace !== false)) {
+    const namespace = server.namespace === undefined ? server.name : server.namespace as string
+    const owner = owners.get(namespace)
+    if (owner !== undefined) report(ctx, label(owner), `and ${label(server)} both give the namespace ${show(namespace)} in /mcp: give one a different namespace`)
+    else owners.set(namespace, server)
   }
 }
 

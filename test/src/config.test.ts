@@ -92,7 +92,7 @@ t.test('a VS Code mcp.json, with its servers key and ${env:VAR}', async t => {
     { name: 'github', kind: 'http', url: 'https://api.githubcopilot.com/mcp/', headers: {} }
   ])
   t.same(config.warnings, [
-    `${file}: servers.memory.envFile is not used by the gateway and was ignored`,
+    `${file}: servers.memory.envFile is not used by the gateway and was ignored: the variables in that file do not reach the server; give them in env`,
     `${file}: inputs is not used by the gateway and was ignored`
   ])
 })
@@ -194,7 +194,7 @@ t.test('every problem in the file is reported together, one per line, each namin
     'gateway.json: mcpServers.my server.retry.maxMs must be at least initialMs (5000) (got 1000)',
     'gateway.json: mcpServers.hello.connectTimeoutMs applies only to stdio, http and sse servers, not to builtin ones',
     'gateway.json: mcpServers.hello.retry applies only to stdio, http and sse servers, not to builtin ones',
-    'gateway.json: gateway.seperator is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage)',
+    'gateway.json: gateway.seperator is not a known field; did you mean "separator"?',
     'gateway.json: gateway.separator must be 1 to 3 of the characters A-Z a-z 0-9 _ . - (got "::::")',
     'gateway.json: gateway.aggregate must be true or false (got string)'
   ])
@@ -230,11 +230,206 @@ t.test('fields other tools use are warnings, not errors', async t => {
   t.same(config.warnings, [
     'gateway.json: mcpServers.cline.autoApprove is not used by the gateway and was ignored',
     'gateway.json: mcpServers.cline.alwaysAllow is not used by the gateway and was ignored',
-    'gateway.json: mcpServers.cline.transportType is not used by the gateway and was ignored',
-    'gateway.json: mcpServers.cline.timeout is not used by the gateway and was ignored',
-    'gateway.json: mcpServers.remote.env is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.cline.transportType is not used by the gateway and was ignored: an SSE server needs "type": "sse"',
+    'gateway.json: mcpServers.cline.timeout is not used by the gateway and was ignored: the gateway\'s per-call timeout is timeoutMs, in milliseconds',
+    'gateway.json: mcpServers.remote.env applies only to stdio servers and was ignored',
     'gateway.json: $schema is not used by the gateway and was ignored'
   ])
+})
+
+t.test('an unknown field anywhere is an error naming its path and the closest known name', async t => {
+  t.same(problems(t, {
+    mcpServers: {
+      math: { builtin: 'math', timeoutMS: 5000 },
+      files: { command: 'npx', stateles: true, ars: ['-y'], enviroment: {}, retry: { initalMs: 5 }, tools: { dney: [] } },
+      remote: { url: 'https://mcp.example.com/mcp', hedaers: { a: 'b' }, Prefix: '/r', isolaton: 'session' },
+      up: { url: 'https://up.example.com/mcp', enabled: true }
+    },
+    gateway: {
+      agregate: false,
+      auth: { mode: 'none', apikeys: [], jwt: { issuer: 'https://idp', jwksUri: 'https://idp/jwks', audiance: 'x' } },
+      policy: [{ match: { apikey: 'x' }, alow: ['a/*'] }],
+      rateLimit: { max: 5, timewindow: '1 minute', servers: { files: { mxa: 1, tools: { t: { max: 1, window: 5 } } } } },
+      cors: { origin: ['*'] },
+      tls: { cert: 'c', key: 'k', ca: 'x' },
+      metrics: { port: 1, protected: true },
+      tracing: { endpoint: 'http://x', service: 'gw' }
+    },
+    gatway: {}
+  }), [
+    'gateway.json: mcpServers.math.timeoutMS is not a known field; did you mean "timeoutMs"?',
+    'gateway.json: mcpServers.files.stateles is not a known field; did you mean "stateless"?',
+    'gateway.json: mcpServers.files.ars is not a known field; did you mean "args"?',
+    'gateway.json: mcpServers.files.enviroment is not a known field; did you mean "env"?',
+    'gateway.json: mcpServers.files.tools.dney is not a known field; did you mean "deny"?',
+    'gateway.json: mcpServers.files.retry.initalMs is not a known field; did you mean "initialMs"?',
+    'gateway.json: mcpServers.remote.hedaers is not a known field; did you mean "headers"?',
+    'gateway.json: mcpServers.remote.Prefix is not a known field; did you mean "prefix"?',
+    'gateway.json: mcpServers.remote.isolaton is not a known field; did you mean "isolation"?',
+    // Nothing close: the fields an http entry may have.
+    'gateway.json: mcpServers.up.enabled is not a known field (expected one of url, headers, type, prefix, stateless, scopes, required, timeoutMs, connectTimeoutMs, retry, disabled, tools, isolation, maxIsolated, isolatedIdleMs, namespace, rename)',
+    'gateway.json: gateway.agregate is not a known field; did you mean "aggregate"?',
+    'gateway.json: gateway.auth.apikeys is not a known field; did you mean "apiKeys"?',
+    'gateway.json: gateway.auth.jwt.audiance is not a known field; did you mean "audience"?',
+    'gateway.json: gateway.policy[0].alow is not a known field; did you mean "allow"?',
+    'gateway.json: gateway.policy[0].match.apikey is not a known field; did you mean "apiKey"?',
+    'gateway.json: gateway.rateLimit.timewindow is not a known field; did you mean "timeWindow"?',
+    'gateway.json: gateway.rateLimit.servers.files.mxa is not a known field; did you mean "max"?',
+    'gateway.json: gateway.rateLimit.servers.files.tools.t.window is not a known field (expected max or timeWindow)',
+    'gateway.json: gateway.cors.origin is not a known field; did you mean "origins"?',
+    'gateway.json: gateway.tls.ca is not a known field (expected cert or key)',
+    'gateway.json: gateway.metrics.protected is not a known field; did you mean "protect"?',
+    'gateway.json: gateway.tracing.service is not a known field (expected endpoint or serviceName)',
+    'gateway.json: gatway is not a known field; did you mean "gateway"?'
+  ])
+})
+
+t.test('an unknown top-level field is an error; a misspelt mcpServers is named instead of missing', async t => {
+  t.same(problems(t, { mcpServer: { a: { builtin: 'greet' } } }), ['gateway.json: mcpServer is not a known field; did you mean "mcpServers"?'])
+  t.same(problems(t, { mcp_servers: { a: { builtin: 'greet' } } }), ['gateway.json: mcp_servers is not a known field; did you mean "mcpServers"?'])
+  t.same(problems(t, { server: { a: { builtin: 'greet' } } }), ['gateway.json: server is not a known field; did you mean "servers"?'])
+  // A key that exists on every object is not mistaken for a known one.
+  t.same(problems(t, { mcpServers: { a: { builtin: 'greet', constructor: 1 } }, theme: 'dark' }), [
+    'gateway.json: mcpServers.a.constructor is not a known field (expected one of builtin, type, prefix, stateless, scopes, required, timeoutMs, connectTimeoutMs, retry, disabled, tools, isolation, maxIsolated, isolatedIdleMs, namespace, rename)',
+    'gateway.json: theme is not a known field (expected one of mcpServers, servers, gateway)'
+  ])
+})
+
+t.test('a misspelt command or url, or another client\'s name for url, is named rather than "needs one of"', async t => {
+  t.same(problems(t, {
+    mcpServers: {
+      a: { comand: 'npx', args: ['-y', 'server'] },
+      b: { ur: 'http://127.0.0.1:1/mcp' },
+      c: { Command: 'node' },
+      windsurf: { serverUrl: 'https://w.example.com/mcp' },
+      gemini: { httpUrl: 'https://g.example.com/mcp' },
+      none: { args: ['x'], enabled: true }
+    }
+  }), [
+    'gateway.json: mcpServers.a.comand is not a known field; did you mean "command"?',
+    'gateway.json: mcpServers.b.ur is not a known field; did you mean "url"?',
+    'gateway.json: mcpServers.c.Command is not a known field; did you mean "command"?',
+    'gateway.json: mcpServers.windsurf.serverUrl is Windsurf\'s name for url: rename it to url',
+    'gateway.json: mcpServers.gemini.httpUrl is Gemini CLI\'s name for url: rename it to url',
+    'gateway.json: mcpServers.none needs one of command (a stdio server), url (an http or sse server), builtin or module',
+    'gateway.json: mcpServers.none.enabled is not a known field (expected one of command, url, builtin, module, args, env, cwd, headers, export, type, prefix, stateless, scopes, required, timeoutMs, connectTimeoutMs, retry, disabled, tools, isolation, maxIsolated, isolatedIdleMs, namespace, rename)'
+  ])
+  const { warnings } = parse({ mcpServers: { w: { url: 'https://w.example.com/mcp', serverUrl: 'https://w.example.com/mcp' } } })
+  t.same(warnings, ['gateway.json: mcpServers.w.serverUrl is not used by the gateway and was ignored: the entry\'s url is used'])
+})
+
+t.test('other clients\' fields are warnings, saying what ignoring them changes', async t => {
+  const config = parse({
+    mcpServers: {
+      cursor: { url: 'https://c.example.com/mcp', auth: { CLIENT_ID: 'x' } },
+      vscode: { type: 'stdio', command: 'node', envFile: '${workspaceFolder}/.env', dev: { watch: 'src/**' }, sandboxEnabled: false, sandbox: {} },
+      claude: { type: 'http', url: 'https://cc.example.com/mcp', headersHelper: '/bin/token', oauth: { clientId: 'x' } },
+      roo: { command: 'node', alwaysAllow: [], watchPaths: ['dist'], disabled: true },
+      gemini: { command: 'node', trust: true, description: 'the server', timeout: 30000 },
+      continue: { command: 'node', name: 'My server' }
+    },
+    inputs: [],
+    globalShortcut: 'Alt+Space'
+  })
+  t.same(config.servers.map(server => server.name), ['cursor', 'vscode', 'claude', 'roo', 'gemini', 'continue'])
+  t.same(config.warnings, [
+    'gateway.json: mcpServers.cursor.auth is not used by the gateway and was ignored: the gateway does not sign in to upstream servers with OAuth; give a token in headers',
+    'gateway.json: mcpServers.vscode.envFile is not used by the gateway and was ignored: the variables in that file do not reach the server; give them in env',
+    'gateway.json: mcpServers.vscode.dev is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.vscode.sandboxEnabled is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.vscode.sandbox is not used by the gateway and was ignored: the gateway does not confine the servers it starts',
+    'gateway.json: mcpServers.claude.headersHelper is not used by the gateway and was ignored: the headers it makes are not sent; give them in headers',
+    'gateway.json: mcpServers.claude.oauth is not used by the gateway and was ignored: the gateway does not sign in to upstream servers with OAuth; give a token in headers',
+    'gateway.json: mcpServers.roo.alwaysAllow is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.roo.watchPaths is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.gemini.trust is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.gemini.description is not used by the gateway and was ignored',
+    'gateway.json: mcpServers.gemini.timeout is not used by the gateway and was ignored: the gateway\'s per-call timeout is timeoutMs, in milliseconds',
+    'gateway.json: mcpServers.continue.name is not used by the gateway and was ignored: the entry\'s key names the server',
+    'gateway.json: inputs is not used by the gateway and was ignored',
+    'gateway.json: globalShortcut is not used by the gateway and was ignored'
+  ])
+})
+
+t.test('other clients\' fields whose loss would serve what the file hides, or unconfine a server, are refused', async t => {
+  t.same(problems(t, {
+    mcpServers: {
+      mcpo: { command: 'uvx', args: ['mcp-server-time'], disabledTools: ['convert_time'] },
+      gemini: { command: 'node', includeTools: ['read'], excludeTools: ['write'] },
+      vscode: { command: 'node', sandboxEnabled: true }
+    }
+  }), [
+    'gateway.json: mcpServers.mcpo.disabledTools lists tools to hide, which the gateway does not read, so it would serve them: list them in tools.deny instead',
+    'gateway.json: mcpServers.gemini.includeTools lists the only tools to offer, which the gateway does not read, so it would serve every tool: list them in tools.allow instead',
+    'gateway.json: mcpServers.gemini.excludeTools lists tools to hide, which the gateway does not read, so it would serve them: list them in tools.deny instead',
+    'gateway.json: mcpServers.vscode.sandboxEnabled asks for the server to run confined, which the gateway cannot do: remove it to run the server unconfined'
+  ])
+})
+
+t.test('namespace and rename: how /mcp names a server\'s tools', async t => {
+  const { servers } = parse({
+    mcpServers: {
+      greet: { builtin: 'greet', namespace: 'hello', rename: { greet: 'say_hi' } },
+      files: { command: 'node', namespace: false, rename: { read_file: 'read.file', write_file: 'fs-write' } },
+      plain: { url: 'https://mcp.example.com/mcp' },
+      // `__proto__` is a tool name like any other.
+      odd: { module: '/opt/odd.js', rename: JSON.parse('{ "__proto__": "proto" }') as unknown }
+    }
+  })
+  t.same(servers.map(({ name, namespace, rename }) => ({ name, namespace, rename })), [
+    { name: 'greet', namespace: 'hello', rename: { greet: 'say_hi' } },
+    { name: 'files', namespace: false, rename: { read_file: 'read.file', write_file: 'fs-write' } },
+    { name: 'plain', namespace: undefined, rename: undefined },
+    { name: 'odd', namespace: undefined, rename: JSON.parse('{ "__proto__": "proto" }') }
+  ])
+  t.notOk('namespace' in (servers[2] as object), 'absent when not given: the entry\'s name')
+  t.same(Object.keys(servers[3]?.rename ?? {}), ['__proto__'])
+})
+
+t.test('bad namespace and rename values, and names that would collide in /mcp, are refused', async t => {
+  t.same(problems(t, {
+    mcpServers: {
+      a: { builtin: 'greet', namespace: 'my ns' },
+      b: { builtin: 'greet', prefix: '/b1', namespace: true },
+      c: { builtin: 'greet', namespace: 'x'.repeat(65) },
+      d: { builtin: 'greet', rename: ['greet', 'hi'] },
+      e: { builtin: 'greet', rename: { greet: 5, bye: '', hi: 'say hi', long: 'x'.repeat(65), '': 'empty' } },
+      f: { command: 'node', rename: { add: 'plus', sum: 'plus', total: 'plus' } }
+    }
+  }), [
+    'gateway.json: mcpServers.a.namespace must be false or 1 to 64 letters, digits, \'_\' or \'-\' (got "my ns")',
+    'gateway.json: mcpServers.b.namespace must be false or 1 to 64 letters, digits, \'_\' or \'-\' (got true)',
+    `gateway.json: mcpServers.c.namespace must be false or 1 to 64 letters, digits, '_' or '-' (got "${'x'.repeat(65)}")`,
+    'gateway.json: mcpServers.d.rename must be an object of upstream tool names to the names /mcp shows (got array)',
+    'gateway.json: mcpServers.e.rename.greet must be a string (got number)',
+    'gateway.json: mcpServers.e.rename.bye must be a tool name: 1 to 64 of the characters A-Z a-z 0-9 _ . - (got "")',
+    'gateway.json: mcpServers.e.rename.hi must be a tool name: 1 to 64 of the characters A-Z a-z 0-9 _ . - (got "say hi")',
+    `gateway.json: mcpServers.e.rename.long must be a tool name: 1 to 64 of the characters A-Z a-z 0-9 _ . - (got "${'x'.repeat(65)}")`,
+    'gateway.json: mcpServers.e.rename has an empty key: name the upstream tool to rename',
+    'gateway.json: mcpServers.f.rename.add and mcpServers.f.rename.sum both rename to "plus": give each tool its own name',
+    'gateway.json: mcpServers.f.rename.add and mcpServers.f.rename.total both rename to "plus": give each tool its own name'
+  ])
+  t.same(problems(t, {
+    mcpServers: {
+      math: { builtin: 'math' },
+      calc: { builtin: 'math', namespace: 'math' },
+      one: { builtin: 'greet', namespace: 'tools' },
+      two: { builtin: 'bye', namespace: 'tools' }
+    }
+  }), [
+    'gateway.json: mcpServers.math and mcpServers.calc.namespace both give the namespace "math" in /mcp: give one a different namespace',
+    'gateway.json: mcpServers.one.namespace and mcpServers.two.namespace both give the namespace "tools" in /mcp: give one a different namespace'
+  ])
+  // A disabled server is not in /mcp, and servers without a namespace are the aggregate's to check by tool name.
+  const { servers } = parse({
+    mcpServers: {
+      math: { builtin: 'math' },
+      calc: { builtin: 'math', namespace: 'math', disabled: true },
+      raw: { builtin: 'greet', namespace: false },
+      raw2: { builtin: 'bye', namespace: false }
+    }
+  })
+  t.same(servers.map(server => server.name), ['math', 'calc', 'raw', 'raw2'])
 })
 
 t.test('two servers mounted at one prefix', async t => {
@@ -365,7 +560,7 @@ t.test('bad security settings are each reported, naming the field', async t => {
       gatway: true
     }
   }), [
-    'gateway.json: gateway.gatway is not a known setting (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage)',
+    'gateway.json: gateway.gatway is not a known field (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage)',
     'gateway.json: gateway.publicUrl must be an origin such as https://mcp.example.com, with no path (got "https://mcp.example.com/path")',
     'gateway.json: gateway.auth.apiKeys[0].key is too short to be a secret (3 characters; use at least 16)',
     'gateway.json: gateway.auth.apiKeys[1].id is required: it names the caller in logs and policies',
