@@ -6,7 +6,11 @@ import {
   SSEClientTransport,
   StreamableHTTPClientTransport,
   type ClientCapabilities,
+  type JSONRPCMessage,
+  type MessageExtraInfo,
+  type PriorDiscovery,
   type Progress,
+  type ProtocolEra,
   type Transport
 } from '@modelcontextprotocol/client'
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio'
@@ -29,6 +33,8 @@ export type UpstreamTransport =
 export interface Link {
   client: Client
   transport: Transport
+  /** The revision the link speaks: `modern` (2026-07-28, per-request `_meta`) or `legacy` (2025, `initialize`). */
+  era: ProtocolEra
   pid: number | undefined
   /** How its child process ended, once it has (stdio only). */
   exit: ChildExit | undefined
@@ -55,9 +61,12 @@ export interface LinkOptions {
   session: RelaySession | undefined
   /** What the gateway declares it can pass on to its clients on this link. */
   capabilities: ClientCapabilities
-  /** Probe for 2026-07-28 (`server/discover`) and hand `input_required` answers back. */
-  modern: boolean
-  /** Longest wait for the connection and its `initialize`. */
+  /**
+   * `probe` finds out which revision the server speaks (see `openLink`); a verdict of an
+   * earlier probe of the same server (`PriorDiscovery`) opens the link in that revision at once.
+   */
+  negotiation: 'probe' | PriorDiscovery
+  /** Longest wait for the connection and its `initialize` (for a probe, for each of its two steps). */
   connectTimeoutMs: number
   log: FastifyBaseLogger | undefined
   /** The entry's secrets, masked in everything this link logs. */
@@ -159,15 +168,31 @@ function trackChild (pid: number): void {
 /**
  * Opens one client connection within `options.connectTimeoutMs`; `events.closed` runs when
  * it ends, for whatever reason.
+ *
+ * The revision, when the link probes: 2026-07-28 first, then 2025, as the 2026-07-28
+ * revision's backward-compatibility section has a client that speaks both find out
+ * (basic/versioning#backward-compatibility-with-initialization-based-versions). On stdio
+ * the SDK sends `server/discover` (on a short-lived sibling process, so a server that exits
+ * on an unknown request before `initialize` costs nothing but that sibling) and falls back to
+ * `initialize` on any answer that is not a recognised 2026-07-28 one, or none within the
+ * timeout; on Streamable HTTP it sends a 2026-07-28 request and falls back on a 4xx without a
+ * recognised 2026-07-28 error in its body. An `UnsupportedProtocolVersionError` (-32022)
+ * marks a 2026-07-28 server, and the request is made again in a version it lists. The other
+ * order cannot work: a server that speaks only 2026-07-28 refuses `initialize`, and the spec
+ * gives a 2025-era opening no way forward. The HTTP+SSE transport is 2025-era by definition,
+ * so it does not probe.
+ *
+ * Every link hands `input_required` answers back (`autoFulfill: false`): whom to ask is the
+ * upstream connection's business, per caller (see `request` in upstream.ts).
  */
 export async function openLink (spec: UpstreamTransport, options: LinkOptions, events: LinkEvents): Promise<Link> {
   const timeout = options.connectTimeoutMs
-  const { capabilities, modern, session, log } = options
+  const { capabilities, negotiation, session, log } = options
+  const probe = negotiation === 'probe' && spec.kind !== 'sse'
   const client = new Client(GATEWAY_INFO, {
     capabilities,
-    // The modern link probes for 2026-07-28 (`server/discover`) and hands `input_required`
-    // answers back to the relay, which passes them on to the client they are for.
-    ...(modern && { versionNegotiation: { mode: 'auto', probe: { timeoutMs: timeout } }, inputRequired: { autoFulfill: false } })
+    versionNegotiation: { mode: probe ? 'auto' : 'legacy', probe: { timeoutMs: timeout } },
+    inputRequired: { autoFulfill: false }
   })
   // What the child writes while it starts is held back: logged line by line once it is up,
   // or as one entry with the failure if it does not come up (a crash at boot would
@@ -183,7 +208,7 @@ export async function openLink (spec: UpstreamTransport, options: LinkOptions, e
     if (held.length > STDERR_TAIL_LINES) held.shift()
   }
   const { transport, stderrEnded } = upstreamTransport(spec, onStderr)
-  const link: Link = { client, transport, pid: undefined, exit: undefined, inflight: new Map(), session }
+  const link: Link = { client, transport, era: 'legacy', pid: undefined, exit: undefined, inflight: new Map(), session }
   let child: ChildProcess | undefined
   if (transport instanceof StdioClientTransport) {
     // The SDK's stdio transport forgets its child before it reports the close, so the exit
@@ -214,8 +239,12 @@ export async function openLink (spec: UpstreamTransport, options: LinkOptions, e
   for (const method of [...Object.keys(LIST_CHANGED), 'notifications/resources/updated', 'notifications/message']) {
     client.setNotificationHandler(method as 'notifications/message', notification => { events.unrelated(link, notification as McpMessage) })
   }
+  const prior = typeof negotiation === 'object' && spec.kind !== 'sse' ? negotiation : undefined
   try {
-    await withTimeout(client.connect(transport, { timeout }), timeout, `no answer to initialize within ${timeout} ms`)
+    // A probe takes two steps when it falls back (`server/discover`, then `initialize`), each within the timeout.
+    await withTimeout(client.connect(transport, { timeout, ...(prior !== undefined && { prior }) }), probe ? 2 * timeout : timeout, `no answer to initialize within ${timeout} ms`)
+    link.era = client.getProtocolEra() ?? 'legacy'
+    if (link.era === 'modern') completeByDefault(transport)
   } catch (err) {
     // Worded before the close, which ends a child that is still running.
     let description = describeFailure(err, { exit: link.exit, starting: true })
@@ -340,6 +369,23 @@ function coalesceWrites (transport: StdioClientTransport): void {
   }
 }
 
+/**
+ * Takes a 2026-07-28 result without `resultType` as `complete`, as SEP-2322 has a client do
+ * (the official client scenario `sep-2322-client-request-state` checks it), where the SDK
+ * client refuses such a result as invalid. Applied to each message as it arrives, before
+ * the SDK decodes it; connected already, so the protocol's handler is in place.
+ */
+function completeByDefault (transport: Transport): void {
+  const deliver = transport.onmessage
+  if (deliver === undefined) return
+  transport.onmessage = ((message: JSONRPCMessage, extra?: MessageExtraInfo) => {
+    const result = 'result' in message ? message.result as Record<string, unknown> | null : undefined
+    deliver(result !== undefined && result !== null && typeof result === 'object' && !('resultType' in result)
+      ? { ...message, result: { ...result, resultType: 'complete' } } as JSONRPCMessage
+      : message, extra)
+  }) as Transport['onmessage']
+}
+
 /** Ends a link; an HTTP upstream is told its session is over (DELETE) first. */
 export async function closeLink (link: Link): Promise<void> {
   if (link.transport instanceof StreamableHTTPClientTransport && link.transport.sessionId !== undefined) {
@@ -361,4 +407,14 @@ function withTimeout<T> (promise: Promise<T>, ms: number, message: string): Prom
     timer = setTimeout(() => { reject(new CallError('REQUEST_TIMEOUT', message)) }, ms)
   })
   return Promise.race([promise, timeout]).finally(() => { clearTimeout(timer) })
+}
+
+/**
+ * What a link found out about its server's revision, for the next link to the same server:
+ * the spec lets a client keep the verdict for the life of the server process (stdio) or
+ * origin (HTTP), so a session's own link opens in it without probing again.
+ */
+export function verdictOf (link: Link): PriorDiscovery {
+  const discover = link.client.getDiscoverResult()
+  return link.era === 'modern' && discover !== undefined ? { kind: 'modern', discover } : { kind: 'legacy' }
 }

@@ -1,10 +1,15 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { context, isSpanContextValid, trace } from '@opentelemetry/api'
 import {
+  CLIENT_CAPABILITIES_META_KEY,
+  LOG_LEVEL_META_KEY,
   ProtocolError,
   ProtocolErrorCode,
+  SdkError,
+  SdkErrorCode,
   type ClientCapabilities,
-  type ListToolsResult,
+  type LoggingLevel,
+  type PriorDiscovery,
   type RequestMethod,
   type ServerCapabilities,
   type Tool
@@ -12,15 +17,24 @@ import {
 import type { Progress } from '@modelcontextprotocol/client'
 import type { AuthInfo, CallToolResult, McpRequestContext, Server } from '@modelcontextprotocol/server'
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_ISOLATED_IDLE_MS, DEFAULT_MAX_ISOLATED, DEFAULT_TIMEOUT_MS } from '../defaults.js'
-import { CallError, fromSdkError, invalidParams, TooManyIsolatedError } from '../errors.js'
-import { paramHeaderValues, toolParamHeaders } from '../mcp/param-headers.js'
-import { allPages, askDownstream, legacyParams, LIST_CHANGED } from '../mcp/protocol.js'
+import { CallError, fromSdkError, invalidParams, JsonRpcCode, TooManyIsolatedError } from '../errors.js'
+import { callerKey, fulfilInputRequired } from '../mcp/input-rounds.js'
+import { paramHeaderFault, paramHeaderValues, toolParamHeaders } from '../mcp/param-headers.js'
+import { allPages, askDownstream, envelopedParams, INPUT_METHODS, legacyParams, LIST_CHANGED, NoClientToAskError, QUESTIONS, questionCapabilities } from '../mcp/protocol.js'
 import { relayServer } from '../mcp/relay-server.js'
 import { Backoff } from './backoff.js'
 import type { ListKind, McpConnection, McpMessage, RelayOptions, RelaySession, ServerScope, ServerState } from './connection.js'
 import { describeExit, describeFailure, Secrets, UpstreamFailure } from './failure.js'
-import { ModernLink } from './modern-link.js'
-import { closeLink, openLink, StderrLog, type Link, type LinkEvents, type UpstreamTransport } from './upstream-link.js'
+import { ChangeStream, ModernLink } from './modern-link.js'
+import { freshness, ToolCache, type ListCaller, type ListedTools } from './tool-list.js'
+import { closeLink, openLink, StderrLog, verdictOf, type Link, type LinkEvents, type UpstreamTransport } from './upstream-link.js'
+
+/**
+ * What an upstream is served in, as its last connect found: `legacy`, it speaks 2025 only;
+ * `modern`, 2026-07-28 (only, or over HTTP, where the gateway does not ask for 2025 once it
+ * found 2026-07-28); `dual`, a stdio server that speaks both, a child each.
+ */
+type Revisions = 'legacy' | 'modern' | 'dual'
 
 export type { UpstreamTransport } from './upstream-link.js'
 
@@ -64,6 +78,10 @@ interface SessionLink {
 const PASSTHROUGH = { '~standard': { version: 1 as const, vendor: 'fastify-mcp-gateway', validate: (value: unknown) => ({ value: value as Record<string, unknown> }) } }
 /** The longest delay a Node timer takes; the gateway runs its own timeouts (see `request`). */
 const MAX_TIMER_MS = 2 ** 31 - 1
+/** What the gateway declares on a shared link: the questions it can pass on to the client of a call (refused, per call, when there is none). */
+const SHARED_CAPABILITIES: ClientCapabilities = { sampling: {}, elicitation: { form: {}, url: {} } }
+/** What each verdict is called in the log. */
+const REVISIONS: Record<Revisions, string> = { legacy: '2025 only', modern: '2026-07-28', dual: '2025 and 2026-07-28 (a child each)' }
 
 /**
  * An upstream MCP server: a child process over stdio, or a remote one over Streamable HTTP
@@ -74,12 +92,35 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * is down: calls in flight fail (502), new ones get 503 with `Retry-After`, and the
  * connection is reopened with exponential backoff.
  *
+ * The revision: the gateway probes (see `openLink`), 2026-07-28 first, and serves each kind of
+ * downstream client in the revision that serves it best:
+ * - a server that speaks only 2025: everyone over its 2025 connection, as before (a
+ *   2026-07-28 client's questions become `input_required` rounds, see `input-rounds.ts`);
+ * - a server that speaks 2026-07-28: everyone over its 2026-07-28 connection, each caller
+ *   with what the gateway can honour for it (see `#modernRequest`); there a question comes
+ *   in the answer of the call that asks it, so on a shared connection the gateway always
+ *   knows whose client to ask (a 2025 connection must refuse a question while several
+ *   clients have calls in flight), and 2026-07-28 clients get the server's rounds as they are.
+ *   Over HTTP that is all the gateway may learn: a client that found 2026-07-28 stays in it;
+ *   and the 2025 side of the SDK v2's HTTP entry, the usual such server, is stateless and
+ *   could neither ask a 2025 client nor tell it of a change anyway;
+ * - a stdio server that speaks both (a new child answers `initialize`): 2026-07-28 clients
+ *   over a 2026-07-28 child, 2025-era clients and REST over a 2025 one, since what such a
+ *   server does for 2025 clients is what its 2025 side does (a handler that asks the 2025
+ *   way, with `elicitInput` or `requestSampling`, can ask only there; its notifications may
+ *   be 2025-only too). Two children: one per revision.
+ * Where one revision serves everyone, a stdio server is one child. The verdict is kept: a
+ * session's own connection opens in it without probing, and so does a reconnect to a server
+ * that speaks 2026-07-28 (see `#connectShared`).
+ *
  * Routing the upstream's messages: progress is tied to its request by the SDK's progress
- * tokens. Log messages and server→client requests (sampling, elicitation, roots) carry no
- * request id on stdio, so on a shared connection they go to the one downstream client with
- * a request in flight; when several clients have, a question is refused with an error that
- * points to `isolation: "session"` (never sent to a client it may not belong to), and a log
- * message goes to the gateway's log. A session's own connection routes everything to it.
+ * tokens. On a 2025 connection, log messages and server→client requests (sampling,
+ * elicitation, roots) carry no request id on stdio, so on a shared connection they go to the
+ * one downstream client with a request in flight; when several clients have, a question is
+ * refused with an error that points to `isolation: "session"` (never sent to a client it may
+ * not belong to), and a log message goes to the gateway's log. A session's own connection
+ * routes everything to it. On a 2026-07-28 connection the questions come in the answer of
+ * the call that asks them (see `request`).
  */
 export class UpstreamConnection implements McpConnection {
   readonly name: string
@@ -91,8 +132,14 @@ export class UpstreamConnection implements McpConnection {
   #secrets: Secrets
   #stderr: StderrLog
   #shared: Link | undefined
-  /** The link for 2026-07-28 requests, opened on the first one. */
+  /** What the server speaks, as the last connect found (see `#connectShared`). */
+  #revisions: Revisions | undefined
+  /** The probe's verdict on a server that speaks 2026-07-28: its links open in it without probing again. */
+  #verdict: PriorDiscovery | undefined
+  /** The link of the 2026-07-28 clients of a server that speaks both revisions. */
   #modern: ModernLink
+  /** The change stream of each 2026-07-28 link. */
+  #changes = new Map<Link, ChangeStream>()
   #backoff: Backoff
   /** Where every link of this upstream reports (see `upstream-link.ts`). */
   #events: LinkEvents = {
@@ -109,7 +156,11 @@ export class UpstreamConnection implements McpConnection {
   #listeners = new Set<(kind: ListKind) => void>()
   #capabilities: ServerCapabilities = {}
   #instructions: string | undefined
-  #tools: Tool[] = []
+  #tools: ToolCache<ListCaller & { authInfo: AuthInfo }>
+  /** Tools left out of the lists because their `x-mcp-header` declarations are invalid: calls of them are refused as of unknown tools. */
+  #excluded = new Set<string>()
+  /** The log level each 2025-era session set (`logging/setLevel`), sent with its requests to a 2026-07-28 upstream, which has no such method. */
+  #logLevels = new WeakMap<RelaySession, LoggingLevel>()
   #subscriptions = new Map<string, number>()
   #closing = false
   #starting: Promise<void> | undefined
@@ -128,7 +179,10 @@ export class UpstreamConnection implements McpConnection {
     this.#secrets = Secrets.of(options.transport)
     this.#stderr = new StderrLog(options.log, this.#secrets)
     this.#backoff = new Backoff(options.retry)
-    this.#modern = new ModernLink(onClosed => this.#open(undefined, {}, true, onClosed), options.log)
+    this.#modern = new ModernLink(onClosed => this.#open(undefined, SHARED_CAPABILITIES, this.#verdict ?? 'probe', onClosed), options.log)
+    this.#tools = new ToolCache(async caller => await this.#listTools(this.#shared, caller), () => { this.#changed('tools') }, (err, message) => {
+      this.#log?.warn({ err: this.#secrets.error(err) }, message)
+    })
   }
 
   get state (): ServerState { return this.#state }
@@ -164,7 +218,7 @@ export class UpstreamConnection implements McpConnection {
   /** The last lines its child processes wrote on stderr, masked, oldest first (stdio only). */
   stderrTail (): readonly string[] { return this.#stderr.tail() }
 
-  tools (): readonly Tool[] { return this.#tools }
+  tools (): readonly Tool[] { return this.#tools.current() }
   capabilities (): ServerCapabilities { return this.#capabilities }
   instructions (): string | undefined { return this.#instructions }
 
@@ -182,29 +236,97 @@ export class UpstreamConnection implements McpConnection {
     return this.#starting
   }
 
+  /**
+   * Opens the shared connection, finding out what the server speaks when that is not known:
+   * a probe (2026-07-28 first), and for a stdio server that answers it in 2026-07-28, an
+   * `initialize` to a second child, which becomes the shared one if it works (the server
+   * speaks both; the probe's child is kept for 2026-07-28 clients) and is given up if not
+   * (the probe's child serves everyone).
+   *
+   * Known verdicts are kept across reconnects, as the spec lets a client keep one for the
+   * same server configuration, re-probing when it no longer holds (for stdio a probe costs a
+   * process): a reconnect to a server that speaks 2026-07-28 opens in what it was found to
+   * speak, and a failure forgets that, so the next attempt probes. A server found to speak
+   * only 2025 is probed again: one that comes back may come back upgraded, and it would
+   * still answer `initialize`.
+   */
   async #connectShared (): Promise<void> {
-    const link = await this.#open(undefined, { sampling: {}, elicitation: { form: {}, url: {} } }, false, closed => {
-      if (this.#shared !== closed) return
-      this.#shared = undefined
-      this.#down(new UpstreamFailure(closed.pid === undefined ? 'the connection closed' : describeExit(closed.exit, closed.pid), undefined))
-    })
+    const previous = this.#revisions
+    const verdict = this.#verdict
+    this.#revisions = undefined
+    let link: Link
+    let revisions: Revisions
+    let dualModern: Link | undefined
+    try {
+      ({ link, revisions, dualModern } = await this.#openShared(previous, verdict))
+    } catch (err) {
+      this.#verdict = undefined
+      throw err
+    }
     try {
       const capabilities = link.client.getServerCapabilities() ?? {}
-      const tools = capabilities.tools === undefined ? [] : await listTools(link.client, this.#options.connectTimeoutMs)
+      const listed: ListedTools = capabilities.tools === undefined
+        ? { tools: [], expiresAt: Infinity, scope: 'public' }
+        // Part of the start: within its timeout. (A stdio child that speaks 2026-07-28 is
+        // adopted from the probe's verdict without a round trip, so it may still be booting.)
+        : await this.#listTools(link, undefined, this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS)
       if (this.#closing) throw new Error('the gateway is closing')
       this.#capabilities = capabilities
       this.#instructions = link.client.getInstructions()
-      this.#tools = tools.filter(tool => this.#offers(tool.name))
+      this.#tools.set(listed)
     } catch (err) {
-      await closeLink(link)
+      await Promise.allSettled([this.#close(link), dualModern === undefined ? undefined : this.#close(dualModern)])
+      this.#verdict = undefined
       throw err
     }
     this.#shared = link
-    this.#modern.reset()
+    this.#revisions = revisions
+    if (revisions === 'legacy') this.#verdict = undefined
+    if (revisions === 'modern') this.#listen(link)
+    if (dualModern !== undefined) this.#modern.adopt(dualModern)
+    if (revisions !== 'dual') {
+      const stale = this.#modern.clear()
+      if (stale !== undefined) this.#close(stale).catch(() => {})
+    }
+    this.#log?.info({ speaks: REVISIONS[revisions], protocolVersion: link.client.getNegotiatedProtocolVersion() }, 'connected to upstream mcp server')
     this.#state = 'up'
     this.#failure = undefined
     this.#backoff.reset()
     this.#subscriptions.clear()
+  }
+
+  /** The shared link, and what the server speaks: in the verdict of the last connect when it is kept, else as a probe finds it. */
+  async #openShared (previous: Revisions | undefined, verdict: PriorDiscovery | undefined): Promise<{ link: Link, revisions: Revisions, dualModern?: Link }> {
+    if (previous === 'modern' && verdict !== undefined) {
+      return { link: await this.#open(undefined, SHARED_CAPABILITIES, verdict, this.#linkClosed), revisions: 'modern' }
+    }
+    if (previous === 'dual') {
+      return { link: await this.#open(undefined, SHARED_CAPABILITIES, { kind: 'legacy' }, this.#linkClosed), revisions: 'dual' }
+    }
+    const probed = await this.#open(undefined, SHARED_CAPABILITIES, 'probe', this.#linkClosed)
+    if (probed.era === 'legacy') return { link: probed, revisions: 'legacy' }
+    this.#verdict = verdictOf(probed)
+    // Over HTTP a client that found a server speaking 2026-07-28 stays in it (the spec's
+    // compatibility matrix; the official client scenarios check that every request carries
+    // the revision's headers and `_meta`), so it never learns whether the server speaks 2025
+    // too: everyone is served in 2026-07-28. A stdio child is a server of its own, and a new
+    // one may be asked `initialize`.
+    if (this.#options.transport.kind !== 'stdio') return { link: probed, revisions: 'modern' }
+    const legacy = await this.#open(undefined, SHARED_CAPABILITIES, { kind: 'legacy' }, this.#linkClosed).catch((err: unknown) => {
+      this.#log?.debug({ err: this.#secrets.error(err) }, 'the upstream mcp server speaks 2026-07-28 only: it refused initialize')
+      return undefined
+    })
+    return legacy === undefined ? { link: probed, revisions: 'modern' } : { link: legacy, revisions: 'dual', dualModern: probed }
+  }
+
+  /** The end of the shared link takes the server down; the end of the 2026-07-28 link of a server that speaks both is the `ModernLink`'s business. */
+  readonly #linkClosed = (closed: Link): void => {
+    if (this.#shared !== closed) {
+      this.#modern.ended(closed)
+      return
+    }
+    this.#shared = undefined
+    this.#down(new UpstreamFailure(closed.pid === undefined ? 'the connection closed' : describeExit(closed.exit, closed.pid), undefined))
   }
 
   /** Any error of this upstream as an `UpstreamFailure`: the gateway's words, the real error masked. */
@@ -223,7 +345,7 @@ export class UpstreamConnection implements McpConnection {
     const delay = this.#backoff.schedule(() => {
       this.#restarts++
       this.#connectShared().then(() => {
-        this.#log?.info({ tools: this.#tools.map(tool => tool.name) }, 'upstream mcp server is back')
+        this.#log?.info({ tools: this.#tools.current().map(tool => tool.name) }, 'upstream mcp server is back')
         for (const kind of ['tools', 'prompts', 'resources'] as const) this.#changed(kind)
       }, err => { this.#down(this.#failed(err, true)) })
     })
@@ -240,19 +362,99 @@ export class UpstreamConnection implements McpConnection {
   }
 
   /**
-   * Opens one client connection: the shared one, or a session's own (`session` given).
+   * Opens one client connection: a shared one, or a session's own (`session` given).
    * `onClosed` runs when it ends, for whatever reason, after its child is forgotten.
    */
-  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities, modern: boolean, onClosed: (link: Link) => void): Promise<Link> {
-    return await openLink(this.#options.transport, {
+  async #open (session: RelaySession | undefined, capabilities: ClientCapabilities, negotiation: 'probe' | PriorDiscovery, onClosed: (link: Link) => void): Promise<Link> {
+    const link = await openLink(this.#options.transport, {
       session,
       capabilities,
-      modern,
+      negotiation,
       connectTimeoutMs: this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       log: this.#log,
       secrets: this.#secrets,
       stderr: this.#stderr
-    }, { ...this.#events, closed: onClosed })
+    }, {
+      ...this.#events,
+      closed: closed => {
+        this.#changes.get(closed)?.close()
+        this.#changes.delete(closed)
+        onClosed(closed)
+      }
+    })
+    return link
+  }
+
+  /**
+   * Opens the change stream of a 2026-07-28 link that serves 2025-era clients or keeps the
+   * gateway's lists (the shared link of a server that speaks only 2026-07-28, or a session's
+   * own), not awaited: a server slow to acknowledge it does not hold the start.
+   */
+  #listen (link: Link): void {
+    const changes = new ChangeStream(link, link.client.getServerCapabilities() ?? {}, this.#log, err => { this.#lost(link, err) })
+    this.#changes.set(link, changes)
+    changes.open().catch(err => { this.#lost(link, err) })
+  }
+
+  /**
+   * A 2026-07-28 link's change stream could not be opened. Over HTTP a connection failure
+   * is the remote gone, as for a request that cannot reach it: the server goes down and is
+   * reconnected. Any other refusal leaves the link without the stream: its tool list then
+   * follows its ttl and the `tools/list` of clients.
+   */
+  #lost (link: Link, err: unknown): void {
+    const failure = fromSdkError(err)
+    if (failure.code !== 'CONNECTION_CLOSED' || this.#options.transport.kind === 'stdio' || link !== this.#shared) {
+      if (!this.#closing) this.#log?.warn({ err: this.#secrets.error(err) }, 'the change stream of the upstream mcp server could not be opened')
+      return
+    }
+    this.#shared = undefined
+    this.#down(new UpstreamFailure(describeFailure(err), this.#secrets.error(err)))
+    this.#close(link).catch(() => {})
+  }
+
+  /** Ends a link and its change stream. */
+  async #close (link: Link): Promise<void> {
+    this.#changes.get(link)?.close()
+    this.#changes.delete(link)
+    await closeLink(link)
+  }
+
+  /**
+   * Every tool of a link's server the gateway offers, with how long the list stays fresh.
+   * `caller` lists on a caller's behalf (its forwarded identity), for a `private` list.
+   * Tools the entry hides (`tools.allow`/`deny`) are left out, and so, over Streamable HTTP
+   * in 2026-07-28, are tools whose `x-mcp-header` declarations are invalid: the spec has a
+   * client exclude them (SEP-2243), as the gateway could not send the headers the server
+   * checks; the others stay.
+   */
+  async #listTools (link: Link | undefined, caller?: ListCaller & { authInfo: AuthInfo }, timeout = this.#options.timeoutMs ?? DEFAULT_TIMEOUT_MS): Promise<ListedTools> {
+    if (link === undefined) throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}`)
+    const headers = caller !== undefined && this.#identityHeaders !== undefined ? identityHeaders(this.#identityHeaders, caller.authInfo) : undefined
+    let first: Record<string, unknown> | undefined
+    const tools = await allPages<Tool>(async params => {
+      const page = await link.client.request({ method: 'tools/list', params }, PASSTHROUGH, { timeout, ...(headers !== undefined && { headers }) }) as Record<string, unknown>
+      first ??= page
+      return page
+    }, 'tools')
+    const checked = link.era === 'modern' && this.#options.transport.kind === 'http'
+    const excluded = new Map<string, string>()
+    const offered = tools.filter(tool => {
+      if (!this.#offers(tool.name)) return false
+      const fault = checked ? paramHeaderFault(tool) : undefined
+      if (fault !== undefined) excluded.set(tool.name, fault)
+      return fault === undefined
+    })
+    if (caller === undefined) {
+      for (const [tool, reason] of excluded) if (!this.#excluded.has(tool)) this.#log?.warn({ tool, reason }, 'upstream tool left out: its x-mcp-header declarations are invalid')
+      this.#excluded = new Set(excluded.keys())
+    }
+    return { tools: offered, ...freshness(first ?? {}, link.era) }
+  }
+
+  /** Whether the tool is one the gateway offers: the entry does not hide it, and its declarations are valid. */
+  #callable (tool: string): boolean {
+    return this.#offers(tool) && !this.#excluded.has(tool)
   }
 
   #offers (tool: string): boolean {
@@ -288,10 +490,9 @@ export class UpstreamConnection implements McpConnection {
     }
     const kind = LIST_CHANGED[notification.method]
     if (kind === 'tools') {
-      listTools(link.client, this.#options.timeoutMs).then(tools => {
-        this.#tools = tools.filter(tool => this.#offers(tool.name))
-        this.#changed('tools')
-      }, err => { this.#log?.warn({ err: this.#secrets.error(err) }, 'listing upstream tools after a change failed') })
+      // The refresh announces the change when the list differs, which a server that says
+      // "changed" means it does.
+      this.#tools.refresh().catch(err => { this.#log?.warn({ err: this.#secrets.error(err) }, 'listing upstream tools after a change failed') })
       return
     }
     if (kind !== undefined) {
@@ -324,7 +525,7 @@ export class UpstreamConnection implements McpConnection {
   #closeSessionLink (session: RelaySession, own: SessionLink): void {
     if (this.#sessionLinks.get(session) === own) this.#sessionLinks.delete(session)
     clearTimeout(own.idle)
-    const closing: Promise<void> = own.link.then(closeLink, () => {}).catch(() => {}).finally(() => { this.#closingLinks.delete(closing) })
+    const closing: Promise<void> = own.link.then(async link => { await this.#close(link) }, () => {}).catch(() => {}).finally(() => { this.#closingLinks.delete(closing) })
     this.#closingLinks.add(closing)
   }
 
@@ -339,7 +540,8 @@ export class UpstreamConnection implements McpConnection {
   async request (method: string, params: Record<string, unknown> | undefined, options: RelayOptions & { session?: RelaySession } = {}): Promise<Record<string, unknown>> {
     const own = this.#options.isolation === 'session' && options.session?.scope === 'session'
     if (!own) {
-      if (method === 'tools/list') return { tools: this.#tools }
+      // While the server is down, its last list (there is no fresher one to be had).
+      if (method === 'tools/list') return { tools: this.#state === 'up' ? await this.#tools.list(this.#listCaller(options)) : this.#tools.current() }
       if (method === 'resources/subscribe' || method === 'resources/unsubscribe') {
         // One upstream subscription per URI while any session holds it.
         const uri = String(params?.uri)
@@ -349,17 +551,95 @@ export class UpstreamConnection implements McpConnection {
         if (method === 'resources/subscribe' ? holders > 1 : holders > 0) return {}
       }
     }
-    if (method === 'tools/call' && !this.#offers(String(params?.name))) {
+    if (method === 'tools/call' && !this.#callable(String(params?.name))) {
       throw invalidParams(`Tool ${String(params?.name)} not found`)
     }
     if (this.#state !== 'up') {
       throw new CallError('NOT_CONNECTED', `Server '${this.name}' is ${this.#state}${this.#failure === undefined ? '' : `: ${this.#failure}`}`)
     }
-    const modern = options.modern === true && !own ? await this.#modern.get() : undefined
-    const link = own ? await this.#sessionLink(options.session as RelaySession) : modern ?? this.#shared
+    // A 2026-07-28 client of a server that speaks both takes its 2026-07-28 link, while there is one.
+    const link = own
+      ? await this.#sessionLink(options.session as RelaySession)
+      : (options.modern === true && this.#revisions === 'dual' ? await this.#modern.get() : undefined) ?? this.#shared
     if (link === undefined) throw new CallError('NOT_CONNECTED', `Server '${this.name}' is down`)
+    if (link.era === 'modern') return await this.#modernRequest(link, method, params, options, own)
     // What a 2026-07-28 request carries means nothing to a 2025-era upstream.
-    if (options.modern === true && modern === undefined) params = legacyParams(params)
+    return await this.#send(link, method, options.modern === true ? legacyParams(params) : params, options, own)
+  }
+
+  /**
+   * A request over a 2026-07-28 link, for any caller. Its `_meta` envelope names the gateway
+   * and carries what the gateway can honour for this caller (`envelopedParams`): a
+   * 2026-07-28 client's own capabilities and log level, since its `input_required` answers
+   * go back to it; a 2025-era session's declared questions and the level it set; nothing for
+   * REST or a 2025-era client without a session, which no question can reach.
+   *
+   * A 2026-07-28 client gets the upstream's `input_required` as it is (the relay passes it
+   * on); anyone else is asked the questions here (`fulfilInputRequired`). Over REST a
+   * question, or the upstream's refusal to ask a caller without the capability (-32021),
+   * answers as a question during a REST call to a 2025-era server does: a tool fails with
+   * the reason (the REST shim's 422), anything else is an error.
+   *
+   * What 2026-07-28 does not have, the gateway keeps on its side: a 2025-era session's
+   * `logging/setLevel` is remembered and sent with its requests, and `resources/subscribe`
+   * becomes a URI in the link's change stream (see `ChangeStream`).
+   */
+  async #modernRequest (link: Link, method: string, params: Record<string, unknown> | undefined, options: RelayOptions & { session?: RelaySession }, own: boolean): Promise<Record<string, unknown>> {
+    const session = options.session
+    switch (method) {
+      case 'logging/setLevel':
+        if (session?.scope === 'session') this.#logLevels.set(session, params?.level as LoggingLevel)
+        return {}
+      case 'resources/subscribe':
+      case 'resources/unsubscribe':
+        await this.#changes.get(link)?.subscribe(String(params?.uri), method === 'resources/subscribe' ? 1 : -1)
+        return {}
+    }
+    const meta = params?._meta as Record<string, unknown> | undefined
+    const sent = options.modern === true
+      ? envelopedParams(params, (meta?.[CLIENT_CAPABILITIES_META_KEY] ?? {}) as ClientCapabilities, meta?.[LOG_LEVEL_META_KEY] as LoggingLevel | undefined)
+      : envelopedParams(params, this.#honoured(options), session === undefined ? undefined : this.#logLevels.get(session))
+    const send = async (round: Record<string, unknown>): Promise<Record<string, unknown>> => {
+      try {
+        return await this.#send(link, method, round, options, own)
+      } catch (err) {
+        // The declarations the headers were built from were stale (a 2026-07-28 list may be
+        // fresh for no time at all): list again and make the call once more, as the SDK client does.
+        if (method !== 'tools/call' || !(err instanceof CallError) || err.rpcCode !== JsonRpcCode.HeaderMismatch) throw err
+        await this.#tools.refresh()
+        return await this.#send(link, method, round, options, own)
+      }
+    }
+    if (options.modern === true || !INPUT_METHODS.has(method)) return await send(sent)
+    try {
+      return await fulfilInputRequired(sent, options.downstream, send)
+    } catch (err) {
+      const refusal = options.downstream === undefined ? noClientToAsk(err) : undefined
+      if (refusal === undefined) throw err
+      if (method === 'tools/call') return { content: [{ type: 'text', text: refusal.message }], isError: true }
+      throw refusal
+    }
+  }
+
+  /**
+   * The capabilities the gateway can honour for a caller that is not a 2026-07-28 client:
+   * the questions its 2025-era session declared; none for REST or a client without a
+   * session, which no question can reach.
+   */
+  #honoured (options: RelayOptions & { session?: RelaySession }): ClientCapabilities {
+    if (options.downstream === undefined || options.session?.scope !== 'session') return {}
+    return questionCapabilities(options.session.clientCapabilities())
+  }
+
+  /** Whose list a `tools/list` is, while callers' identities are forwarded (the upstream may then answer each its own). */
+  #listCaller (options: RelayOptions): (ListCaller & { authInfo: AuthInfo }) | undefined {
+    if (this.#identityHeaders === undefined || options.authInfo === undefined) return undefined
+    return { key: callerKey(options.authInfo), authInfo: options.authInfo }
+  }
+
+  /** One request over a link, with the gateway's progress tokens and timeout, identity and trace headers, and its errors in the gateway's terms. */
+  async #send (link: Link, method: string, params: Record<string, unknown> | undefined, options: RelayOptions & { session?: RelaySession }, own: boolean): Promise<Record<string, unknown>> {
+    const modern = link.era === 'modern'
     // Inside a span (the tracing filter's), the upstream's work joins its trace: the span's
     // context replaces whatever trace context the client sent in `_meta`.
     const traced = traceContext()
@@ -396,10 +676,10 @@ export class UpstreamConnection implements McpConnection {
     }
     try {
       if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
-      // Only an HTTP upstream reads headers; stdio has none to send.
+      // Only a Streamable HTTP upstream reads headers; stdio has none, and the HTTP+SSE transport sends none per request.
       const http = this.#options.transport.kind === 'http'
       const headers = {
-        ...(modern !== undefined && method === 'tools/call' && this.#options.transport.kind !== 'stdio' && this.#mirroredHeaders(params)),
+        ...(modern && http && method === 'tools/call' && this.#mirroredHeaders(params)),
         ...(this.#identityHeaders !== undefined && options.authInfo !== undefined && identityHeaders(this.#identityHeaders, options.authInfo)),
         // The HTTP request to the upstream is part of the same trace, for its own HTTP spans.
         ...(http && traced)
@@ -407,7 +687,7 @@ export class UpstreamConnection implements McpConnection {
       const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, PASSTHROUGH, {
         ...(signal !== undefined && { signal }),
         timeout: token === undefined ? timeoutMs : MAX_TIMER_MS,
-        ...(modern !== undefined && { allowInputRequired: true }),
+        ...(modern && INPUT_METHODS.has(method) && { allowInputRequired: true }),
         ...(Object.keys(headers).length > 0 && { headers })
       }) as Record<string, unknown>
       // The client runs notification handlers a microtask late and settles responses at
@@ -415,11 +695,12 @@ export class UpstreamConnection implements McpConnection {
       // queued: let it through first, or it would reach the client after the answer.
       if (token !== undefined || options.downstream !== undefined) await new Promise(resolve => setImmediate(resolve))
       if (method === 'tools/list' && own) {
-        return { ...result, tools: (result as ListToolsResult).tools.filter(tool => this.#offers(tool.name)) }
+        const checked = modern && http
+        return { ...result, tools: (result.tools as Tool[]).filter(tool => this.#offers(tool.name) && (!checked || paramHeaderFault(tool) === undefined)) }
       }
       return result
     } catch (err) {
-      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : fromSdkError(err)
+      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : callFailure(err)
       let error = timedOut || failed.code === 'REQUEST_TIMEOUT' ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : failed
       // The client gets the gateway's words (on MCP paths the message reaches it); the
       // upstream's own (an HTTP error body, say) only the log, masked.
@@ -431,7 +712,8 @@ export class UpstreamConnection implements McpConnection {
           this.#shared = undefined
           this.#down(new UpstreamFailure(error.message, this.#secrets.error(err)))
         }
-        if (link === modern) this.#modern.drop(link)
+        // No DELETE: the remote cannot be reached.
+        this.#changes.get(link)?.close()
         link.client.close().catch(() => {})
       }
       throw error
@@ -447,12 +729,14 @@ export class UpstreamConnection implements McpConnection {
   }
 
   /**
-   * The `Mcp-Param-*` headers of a 2026-07-28 `tools/call`, which an HTTP upstream checks
-   * against the arguments. The gateway sends them itself: its client mirrors them only for
-   * tools it listed on that connection, and the tools are listed on the 2025-era one.
+   * The `Mcp-Param-*` headers of a `tools/call` to a 2026-07-28 Streamable HTTP upstream,
+   * which checks them against the arguments (SEP-2243): each argument its tool designates
+   * (`x-mcp-header`), encoded as the spec says (plain when it can be, Base64 otherwise), and
+   * none for an argument that is null or absent. The SDK client mirrors them only for tools
+   * listed through its own `listTools`, so the gateway builds them from its own list.
    */
   #mirroredHeaders (params: Record<string, unknown> | undefined): Record<string, string> {
-    const tool = this.#tools.find(candidate => candidate.name === params?.name)
+    const tool = this.#tools.current().find(candidate => candidate.name === params?.name)
     return tool === undefined ? {} : paramHeaderValues(toolParamHeaders(tool), params?.arguments)
   }
 
@@ -466,18 +750,15 @@ export class UpstreamConnection implements McpConnection {
     if (own === undefined) {
       const limit = this.#options.maxIsolated ?? DEFAULT_MAX_ISOLATED
       if (this.#sessionLinks.size >= limit) throw new TooManyIsolatedError(this.name, limit, this.#nextIdleClose())
-      const { sampling, elicitation, roots } = session.clientCapabilities() ?? {}
       // A session's connection that fails or ends is opened anew on its next request.
       const forget = (): void => {
         if (this.#sessionLinks.get(session) !== entry) return
         this.#sessionLinks.delete(session)
         clearTimeout(entry.idle)
       }
-      const link = this.#open(session, {
-        ...(sampling !== undefined && { sampling }),
-        ...(elicitation !== undefined && { elicitation }),
-        ...(roots !== undefined && { roots })
-      }, false, forget)
+      // In the revision the shared connection found: the same server, so no probe (and, for
+      // stdio, no probing sibling process) per session.
+      const link = this.#open(session, questionCapabilities(session.clientCapabilities()), this.#revisions === 'modern' && this.#verdict !== undefined ? this.#verdict : { kind: 'legacy' }, forget)
       const entry: SessionLink = { link, lastUsed: Date.now(), idle: undefined }
       own = entry
       this.#sessionLinks.set(session, entry)
@@ -527,24 +808,48 @@ export class UpstreamConnection implements McpConnection {
     this.#state = 'closed'
     this.#backoff.cancel()
     this.#stderr.close()
+    this.#tools.close()
     const links = [...this.#sessionLinks.values()]
     for (const own of links) clearTimeout(own.idle)
     this.#sessionLinks.clear()
     const shared = this.#shared
     this.#shared = undefined
+    const modern = await this.#modern.close()
     await Promise.allSettled([
-      shared === undefined ? undefined : closeLink(shared),
-      this.#modern.close(),
-      ...links.map(async own => { await closeLink(await own.link) }),
+      shared === undefined ? undefined : this.#close(shared),
+      modern === undefined ? undefined : this.#close(modern),
+      ...links.map(async own => { await this.#close(await own.link) }),
       ...this.#closingLinks
     ])
   }
 }
 
-async function listTools (client: Link['client'], timeout = DEFAULT_TIMEOUT_MS): Promise<Tool[]> {
-  return await allPages<Tool>(async params => await client.request({ method: 'tools/list', params }, { timeout }), 'tools')
+/** SDK client errors about an answer, not the connection: the server is not gone when one of its answers is refused. */
+const ANSWER_ERRORS = new Set<string>([SdkErrorCode.InvalidResult, SdkErrorCode.UnsupportedResultType, SdkErrorCode.MethodNotSupportedByProtocolVersion, SdkErrorCode.CapabilityNotSupported])
+
+/**
+ * A failed request in the gateway's terms (`fromSdkError`), except that the SDK client's
+ * refusal of an answer (a result that is not valid for its revision, say) is the server's
+ * error, not a closed connection: over HTTP a closed connection takes the server down.
+ */
+function callFailure (err: unknown): CallError {
+  if (err instanceof SdkError && ANSWER_ERRORS.has(err.code)) return new CallError('PROTOCOL_ERROR', err.message, ProtocolErrorCode.InternalError)
+  return fromSdkError(err)
 }
 
+/**
+ * The refusal a REST call's question gets (`NoClientToAskError`), however the 2026-07-28
+ * upstream put the question: with `input_required` (and the gateway had no one to ask), or
+ * as its refusal to ask a caller that declared no capability for it (-32021, which REST
+ * always gets, as it declares none); undefined for any other error.
+ */
+function noClientToAsk (err: unknown): NoClientToAskError | undefined {
+  if (err instanceof NoClientToAskError) return err
+  if (!(err instanceof CallError) || err.rpcCode !== ProtocolErrorCode.MissingRequiredClientCapability) return undefined
+  const required = Object.keys((err.data as { requiredCapabilities?: object } | undefined)?.requiredCapabilities ?? {})
+  const capability = required.find((name): name is keyof typeof QUESTIONS => name in QUESTIONS)
+  return capability === undefined ? undefined : new NoClientToAskError(QUESTIONS[capability])
+}
 
 /**
  * The caller's identity as headers: `id` is the identity's client id (the API key's id, the

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import {
   CLIENT_CAPABILITIES_META_KEY,
+  isInputRequiredResult,
   ProtocolError,
   ProtocolErrorCode,
   type AuthInfo,
   type ServerContext
 } from '@modelcontextprotocol/server'
-import type { McpMessage, RelayOptions } from '../connections/connection.js'
-import { QUESTIONS } from './protocol.js'
+import type { Downstream, McpMessage, RelayOptions } from '../connections/connection.js'
+import { askDownstream, QUESTIONS } from './protocol.js'
 
 // A 2025-era server asks its client for input with a server→client request in the middle of
 // a call (elicitation, sampling, roots). A 2026-07-28 client cannot receive one: that revision
@@ -17,9 +18,46 @@ import { QUESTIONS } from './protocol.js'
 // questions go out as `inputRequests`, and the answers of the next round go back upstream as
 // the results of those requests.
 //
-// Written here because neither side of the SDK does it: its client fulfils `input_required`
-// for its own caller, and its server turns `input_required` into server→client requests only
-// for 2025-era clients (the other direction).
+// The other direction is here too (`fulfilInputRequired`): a 2026-07-28 upstream asks with
+// `input_required`, and a 2025-era client of the gateway can only be asked with server→client
+// requests, so the gateway asks them on the client's session and makes the call again with
+// the answers.
+//
+// Written here because neither side of the SDK does it for a relay: its client fulfils
+// `input_required` through handlers of its own, not for a caller it relays, and its server
+// turns `input_required` into server→client requests only for the handlers it runs itself.
+
+/** Most rounds of one call before the gateway gives up: the SDK client's own default (`inputRequired.maxRounds`). */
+const MAX_ROUNDS = 10
+
+/**
+ * A call to a 2026-07-28 upstream made for a caller that cannot receive `input_required` (a
+ * 2025-era client, or REST): each round's questions are put to the caller, one after another,
+ * as server→client requests on its own session (`askDownstream`; over REST there is no client
+ * and the call fails with `NoClientToAskError`), and the call is made again as a new request
+ * with the answers as `inputResponses` and the round's `requestState` exactly as it came
+ * (none when the round had none). Every retry starts from the call's own `params`, so the
+ * answers of one round never reach another round or another call.
+ */
+export async function fulfilInputRequired (
+  params: Record<string, unknown>,
+  downstream: Downstream | undefined,
+  send: (params: Record<string, unknown>) => Promise<Record<string, unknown>>
+): Promise<Record<string, unknown>> {
+  let result = await send(params)
+  for (let round = 1; isInputRequiredResult(result); round++) {
+    if (round > MAX_ROUNDS) throw new ProtocolError(ProtocolErrorCode.InternalError, `The server still asked for input after ${MAX_ROUNDS} rounds of one call`)
+    const questions = Object.entries(result.inputRequests ?? {})
+    const inputResponses: Record<string, Record<string, unknown>> = {}
+    for (const [key, request] of questions) inputResponses[key] = await askDownstream(downstream, request as McpMessage)
+    result = await send({
+      ...params,
+      ...(questions.length > 0 && { inputResponses }),
+      ...(result.requestState !== undefined && { requestState: result.requestState })
+    })
+  }
+  return result
+}
 
 /** Marks a `requestState` minted here, so another server's state is never taken for one. */
 const KEY_PREFIX = 'fastify-mcp-gateway/ask/'

@@ -59,42 +59,52 @@ const CANONICAL_DECIMAL = /^-?\d+(\.\d+)?$/
 /** A header value that needs no Base64: visible ASCII, inner spaces only. */
 const PLAIN_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/
 
+/** What {@link scanParamHeaders} found in a tool's input schema. */
+export interface ParamHeaderScan {
+  /** The declarations: all of them when the schema is valid, or when `number` types are its only fault; else []. */
+  declared: ParamHeader[]
+  /** Why the schema's declarations are invalid by the spec (the first fault found); undefined when they are valid. */
+  fault: string | undefined
+}
+
 /**
- * The declarations of a tool's input schema; [] when none.
+ * The declarations of a tool's input schema, and whether they are valid.
  *
- * Declarations are found on properties reached through `properties` at any depth. As in the
- * SDK, a schema with an invalid declaration yields [] (the SDK's server then checks no
- * header at all, while conforming clients drop the tool): a declaration at the root or under
- * `items`, `additionalProperties`, `oneOf`/`anyOf`/`allOf`/`not`, `if`/`then`/`else`, `$defs`
- * and the like; a name that is empty, not a string or not an RFC 9110 token; two names equal
- * but for case; a property whose type is not `string`, `integer` or `boolean`.
+ * Declarations are found on properties reached through `properties` at any depth. Invalid,
+ * as in the SDK's `scanXMcpHeaderDeclarations`: a declaration at the root or under `items`,
+ * `additionalProperties`, `oneOf`/`anyOf`/`allOf`/`not`, `if`/`then`/`else`, `$defs` and the
+ * like; a name that is empty, not a string or not an RFC 9110 token; two names equal but for
+ * case; a property whose type is not `string`, `integer` or `boolean`.
  *
- * The one exception, also the SDK's: when the only fault is `number`-typed declarations, the
- * tool is invalid by the spec but its declarations are still returned, `number` ones
- * included, and checked.
+ * A tool with a fault is one a conforming client drops (see {@link paramHeaderFault}); the
+ * declarations are kept only when the fault is `number` types alone, which the SDK's server
+ * still checks (see {@link paramHeaders}).
  */
-export function paramHeaders (inputSchema: unknown): ParamHeader[] {
+export function scanParamHeaders (inputSchema: unknown): ParamHeaderScan {
   const declared: ParamHeader[] = []
   const seen = new Set<string>()
+  let numberFault: string | undefined
 
-  // True when the schema is invalid for a reason other than a `number` type.
-  const invalid = (node: unknown, path: string[], reachable: boolean): boolean => {
-    if (node === null || typeof node !== 'object') return false
+  // The first fault other than a `number` type, or undefined.
+  const visit = (node: unknown, path: string[], reachable: boolean): string | undefined => {
+    if (node === null || typeof node !== 'object') return undefined
     const schema = node as Record<string, unknown>
     if (KEY in schema) {
-      if (!reachable || path.length === 0) return true
+      if (!reachable || path.length === 0) return `${pathName(path)}: ${KEY} is only permitted on properties reached through 'properties' alone`
       const header = schema[KEY]
-      if (typeof header !== 'string' || !TOKEN.test(header)) return true
+      if (typeof header !== 'string' || !TOKEN.test(header)) return `${pathName(path)}: ${KEY} ${JSON.stringify(header)} is not a non-empty RFC 9110 token`
       const type = typeof schema.type === 'string' ? schema.type : undefined
-      if (type === undefined || !CHECKED_TYPES.has(type)) return true
-      if (seen.has(header.toLowerCase())) return true
+      if (type === undefined || !CHECKED_TYPES.has(type)) return `${pathName(path)}: ${KEY} is only permitted on string, integer and boolean properties; got ${type ?? '<none>'}`
+      if (type === 'number') numberFault ??= `${pathName(path)}: ${KEY} is only permitted on string, integer and boolean properties; got number`
+      if (seen.has(header.toLowerCase())) return `${KEY} '${header}' is declared twice (names are compared without case)`
       seen.add(header.toLowerCase())
       declared.push({ header, path, type })
     }
     const properties = schema.properties
     if (properties !== null && typeof properties === 'object') {
       for (const [key, child] of Object.entries(properties)) {
-        if (invalid(child, [...path, key], reachable)) return true
+        const fault = visit(child, [...path, key], reachable)
+        if (fault !== undefined) return fault
       }
     }
     for (const keyword of UNREACHABLE_KEYWORDS) {
@@ -104,13 +114,44 @@ export function paramHeaders (inputSchema: unknown): ParamHeader[] {
         ? sub
         : sub !== null && typeof sub === 'object' && NAMED_KEYWORDS.has(keyword) ? Object.values(sub) : [sub]
       for (const branch of branches) {
-        if (invalid(branch, [...path, `<${keyword}>`], false)) return true
+        const fault = visit(branch, [...path, `<${keyword}>`], false)
+        if (fault !== undefined) return fault
       }
     }
-    return false
+    return undefined
   }
 
-  return invalid(inputSchema, [], true) ? [] : declared
+  const fault = visit(inputSchema, [], true)
+  if (fault !== undefined) return { declared: [], fault }
+  return { declared, fault: numberFault }
+}
+
+/**
+ * The declarations of a tool's input schema as the SDK's server checks them; [] when none.
+ *
+ * As in the SDK, a schema with an invalid declaration yields [] (the SDK's server then checks
+ * no header at all, while conforming clients drop the tool), with one exception, also the
+ * SDK's: when the only fault is `number`-typed declarations, the tool is invalid by the spec
+ * but its declarations are still returned, `number` ones included, and checked.
+ */
+export function paramHeaders (inputSchema: unknown): ParamHeader[] {
+  return scanParamHeaders(inputSchema).declared
+}
+
+const faultByTool = new WeakMap<object, string | null>()
+
+/**
+ * Why a tool's `x-mcp-header` declarations are invalid, or undefined when they are valid (or
+ * it has none). A client of a 2026-07-28 Streamable HTTP server MUST exclude such a tool from
+ * its lists (SEP-2243): it could not send the headers the server checks. Read once per tool.
+ */
+export function paramHeaderFault (tool: { inputSchema: unknown }): string | undefined {
+  let fault = faultByTool.get(tool)
+  if (fault === undefined) {
+    fault = scanParamHeaders(tool.inputSchema).fault ?? null
+    faultByTool.set(tool, fault)
+  }
+  return fault ?? undefined
 }
 
 const declaredByTool = new WeakMap<object, ParamHeader[]>()

@@ -11,10 +11,8 @@ import { GATEWAY_INFO, DEFAULT_TIMEOUT_MS } from '../defaults.js'
 import { toJsonRpcError } from '../errors.js'
 import { requestOrigin } from './handlers.js'
 import { askingRound } from './input-rounds.js'
+import { INPUT_METHODS } from './protocol.js'
 import { sharedJsonSchemaValidator } from './validator.js'
-
-/** The methods whose 2026-07-28 answer may be `input_required`. */
-const INPUT_METHODS = new Set(['tools/call', 'prompts/get', 'resources/read'])
 
 /**
  * A low-level SDK server whose every request is relayed to a target. The SDK server owns the

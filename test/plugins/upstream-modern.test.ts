@@ -1,8 +1,14 @@
 import t, { type Test } from 'tap'
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { McpServer as LegacyMcpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
+import { StreamableHTTPServerTransport as LegacyServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
+import * as z from 'zod'
 import gateway from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
 import { createGreetServer } from '../../servers/greet/index.js'
@@ -139,18 +145,48 @@ t.test('the 2026-07-28 connection of a stdio upstream is a second child, and nei
   t.notOk(alive(modernPid), 'the 2026-07-28 child is gone')
 })
 
-t.test('closing the gateway ends its sessions with an HTTP upstream (DELETE)', async t => {
-  const upstream = Fastify()
+t.test('closing the gateway ends its sessions with a 2025-only HTTP upstream (DELETE); one that speaks 2026-07-28 has none', async t => {
   const deletes: string[] = []
+  const legacy = createHttpServer(legacyHttpUpstream(deletes))
+  legacy.listen(0, '127.0.0.1')
+  await once(legacy, 'listening')
+  t.teardown(() => { legacy.closeAllConnections(); legacy.close() })
+  const upstream = Fastify()
   upstream.addHook('onRequest', async request => { if (request.method === 'DELETE') deletes.push(request.url) })
   await upstream.register(gateway, { servers: [{ name: 'greet', factory: createGreetServer }] })
   await upstream.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => upstream.close())
-  const port = (upstream.server.address() as { port: number }).port
-  const { base, close } = await gatewayFor(t, { remote: { url: `http://127.0.0.1:${port}/greet/mcp` } })
+  const port = (server: { address: () => unknown }): number => (server.address() as { port: number }).port
+  const { base, close } = await gatewayFor(t, {
+    old: { url: `http://127.0.0.1:${port(legacy)}/mcp` },
+    remote: { url: `http://127.0.0.1:${port(upstream.server)}/greet/mcp` }
+  })
   const client = await modernClient(t, `${base}/remote/mcp`)
   t.equal(text(await client.callTool({ name: 'echoHai', arguments: { userName: 'Ada' } })), 'Hello, Ada!')
+  const session = await mcpClient(t, `${base}/old/mcp`)
+  t.equal(text(await session.callTool({ name: 'echo', arguments: { message: 'hi' } })), 'hi')
   await client.close()
+  await session.close()
   await close()
-  t.same(deletes, ['/greet/mcp'], "the gateway's 2025-era session was ended; its 2026-07-28 connection has none")
+  t.same(deletes, ['/mcp'], "the gateway's 2025-era session was ended; its 2026-07-28 connection has none")
 })
+
+/** A Streamable HTTP server built on the SDK 1.x, which speaks only 2025: one session per `initialize`. */
+function legacyHttpUpstream (deletes: string[]): (req: IncomingMessage, res: ServerResponse) => void {
+  const sessions = new Map<string, LegacyServerTransport>()
+  return (req, res) => {
+    if (req.method === 'DELETE') deletes.push(req.url ?? '')
+    const id = req.headers['mcp-session-id']
+    const transport = typeof id === 'string' ? sessions.get(id) : undefined
+    const ready = transport !== undefined
+      ? Promise.resolve(transport)
+      : (async () => {
+          const created: LegacyServerTransport = new LegacyServerTransport({ sessionIdGenerator: randomUUID, onsessioninitialized: sessionId => { sessions.set(sessionId, created) } })
+          const server = new LegacyMcpServer({ name: 'legacy-http', version: '1.0.0' })
+          server.registerTool('echo', { description: 'Echoes', inputSchema: { message: z.string() } }, async ({ message }) => ({ content: [{ type: 'text', text: message }] }))
+          await server.connect(created)
+          return created
+        })()
+    ready.then(async ready => { await ready.handleRequest(req, res) }).catch(() => { if (!res.headersSent) res.writeHead(500).end() })
+  }
+}
