@@ -115,6 +115,14 @@ export interface McpConnection extends RelayTarget {
   /** Any client→server request, relayed with progress, cancellation and the caller's questions. */
   request (method: string, params: Record<string, unknown> | undefined, options?: RelayOptions): Promise<Record<string, unknown>>
   callTool (name: string, args: Record<string, unknown>, options?: RelayOptions): Promise<CallToolResult>
+  /**
+   * A tool call whose arguments the caller has already validated against the tool's
+   * `inputSchema` (the REST routes have, with Ajv), by the quickest way the connection has:
+   * it answers, fails, times out, is cancelled and reports progress exactly as `callTool`,
+   * so a caller may use either. Only what a REST call carries: no client to ask, 2025 terms.
+   * Optional: a connection with no quicker way leaves it out, and callers use `callTool`.
+   */
+  callValidated? (name: string, args: Record<string, unknown>, options?: Pick<RelayOptions, 'signal' | 'timeoutMs' | 'onProgress' | 'authInfo'>): Promise<CallToolResult>
   /** A fresh server instance for one downstream MCP session or stateless requests. */
   createServer (ctx?: McpRequestContext, scope?: ServerScope): McpServer | Server
   /** Calls `listener` after one of the server's lists changed (and `tools()` is fresh). */
