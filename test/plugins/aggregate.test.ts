@@ -7,6 +7,7 @@ import { parseConfig } from '../../src/config.js'
 import { createAskingServer } from '../fixtures/servers.js'
 
 // The aggregated endpoint `/mcp`: every server's tools and prompts under one MCP endpoint.
+// How they are named there (namespace, rename, collisions) is aggregate-naming.test.ts's.
 
 const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
 
@@ -38,23 +39,6 @@ t.test('/mcp serves the built-in and upstream servers together, each call reachi
   t.equal(text(await client.callTool({ name: 'fixture_add', arguments: { a: 20, b: 22 } })), '42')
   await t.rejects(client.callTool({ name: 'fixture_block', arguments: { label: 'x' } }), /not found/, 'a denied tool is not there either')
   await t.rejects(client.callTool({ name: 'nobody_nothing', arguments: {} }), /not found/)
-})
-
-t.test('a name two servers would share is kept by the first and reported', async t => {
-  const make = (tool: string) => () => {
-    const server = new McpServer({ name: 'clash', version: '1.0.0' })
-    server.registerTool(tool, { description: tool }, async () => ({ content: [{ type: 'text', text: tool }] }))
-    return server
-  }
-  const app = await build(t, { servers: [{ name: 'a_b', factory: make('c') }, { name: 'a', factory: make('b_c') }] })
-  const { base } = await (async () => {
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    return { base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
-  })()
-  const client = await mcpClient(t, `${base}/mcp`, 'aggregate-test')
-  const tools = (await client.listTools()).tools
-  t.same(tools.map(tool => tool.name), ['a_b_c'])
-  t.equal(text(await client.callTool({ name: 'a_b_c', arguments: {} })), 'c', 'the first server in order keeps the name')
 })
 
 t.test('a resource URI two servers list is listed once, read from the first; an unknown URI is an error that names it', async t => {
