@@ -68,6 +68,21 @@ export class ResourceNotFoundError extends ResourceNotFoundBase {
   }
 }
 
+const MethodNotAllowedBase = createError<[method: string, url: string, allow: string]>(
+  'GW_ERR_METHOD_NOT_ALLOWED', 'Method %s is not allowed on %s: use %s', 405)
+
+/**
+ * A route of the REST shim asked with a method it does not take (`GET` on a tool); `Allow`
+ * names the ones it does (RFC 9110 §15.5.6 makes the header part of a 405).
+ */
+export class MethodNotAllowedError extends MethodNotAllowedBase implements GatewayError {
+  headers: Record<string, string>
+  constructor (method: string, url: string, allow: string) {
+    super(method, url, allow)
+    this.headers = { allow }
+  }
+}
+
 export const CapabilityMissingError = createError<[server: string, capability: string]>(
   'GW_ERR_NOT_SUPPORTED', "Server '%s' does not offer %s", 404)
 

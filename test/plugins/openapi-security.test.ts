@@ -66,15 +66,19 @@ t.test('with API keys only: bearer without the JWT format, and X-API-Key', async
   t.equal(document.components.securitySchemes.bearerAuth.bearerFormat, undefined)
 })
 
-t.test('with authentication and rate limits, every tool, prompt and resource operation documents 401, 403 and 429', async t => {
+t.test('with authentication and rate limits, every tool, prompt and resource operation documents 401 and 403, and every call 429', async t => {
   const document = await documentOf(t, { auth: jwtAuth(), rateLimit: RATE_LIMIT })
   const operations = guarded(document)
-  t.same(operations.map(([path]) => path).sort(), ['/greet/tools', '/greet/tools/echoHai', '/notes/prompts', '/notes/prompts/{prompt}', '/notes/resources', '/notes/resources/read'])
+  t.same(operations.map(([path]) => path).sort(), ['/greet/tools', '/greet/tools/echoHai', '/notes/prompts', '/notes/prompts/hello', '/notes/prompts/{prompt}', '/notes/resources', '/notes/resources/read'])
+  // Lists pass no admission filter: only calls can be rate limited.
+  const calls = new Set(['/greet/tools/echoHai', '/notes/prompts/hello', '/notes/prompts/{prompt}', '/notes/resources/read'])
   for (const [path, operation] of operations) {
     t.match(operation.responses['401'], { description: /GW_ERR_UNAUTHENTICATED/, headers: { 'WWW-Authenticate': { schema: { type: 'string' } } } }, `${path}: 401`)
-    t.match(operation.responses['403'], { description: /GW_ERR_INSUFFICIENT_SCOPE/ }, `${path}: 403`)
-    t.match(operation.responses['429'], { description: /GW_ERR_RATE_LIMITED/, headers: { 'Retry-After': { schema: { type: 'integer' } } } }, `${path}: 429`)
-    t.match(operation.responses['401'].content['application/json'].schema, { $ref: /^#\/components\/schemas\// }, `${path}: the catalogue's body`)
+    // These servers require no scopes, so no insufficient_scope: the Host and Origin check's 403 stays.
+    t.match(operation.responses['403'], { description: /GW_ERR_FORBIDDEN_ORIGIN/ }, `${path}: 403`)
+    if (calls.has(path)) t.match(operation.responses['429'], { description: /GW_ERR_RATE_LIMITED/, headers: { 'Retry-After': { schema: { type: 'integer' } } } }, `${path}: 429`)
+    else t.notOk(operation.responses['429'], `${path}: no 429`)
+    t.match(operation.responses['401'].content['application/json'].schema.allOf, [{ $ref: /^#\/components\/schemas\// }], `${path}: the catalogue's body`)
   }
   t.notOk(document.paths['/health'].get.responses['401'])
 })
@@ -85,7 +89,8 @@ t.test('without authentication or rate limits: no schemes, no requirement, no 40
   t.equal(document.security, undefined)
   for (const [path, operation] of guarded(document)) {
     t.notOk(operation.responses['401'], `${path}: no 401`)
-    t.notOk(operation.responses['403'], `${path}: no 403`)
+    t.notOk(operation.responses['429'], `${path}: no 429`)
+    t.notMatch(operation.responses['403'].description, /GW_ERR_INSUFFICIENT_SCOPE/, `${path}: a 403 only for the Host and Origin check`)
   }
   const open = await documentOf(t, { auth: { ...jwtAuth([KEY]), mode: 'none' } as SecurityOptions['auth'] })
   t.equal(open.components.securitySchemes, undefined, 'mode none is no authentication')
