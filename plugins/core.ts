@@ -1,10 +1,12 @@
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
 import type { AuthInfo } from '@modelcontextprotocol/server'
 import { ServerRegistry, type MountedServer } from '../src/connections/registry.js'
 import { DEFAULT_DRAIN_TIMEOUT_MS, GATEWAY_INFO } from '../src/defaults.js'
@@ -14,6 +16,7 @@ import {
   InternalError,
   InvalidArgumentsError,
   InvalidJsonError,
+  InvalidOptionsError,
   isGatewayError,
   jsonRpcCodeFor,
   RouteNotFoundError,
@@ -23,9 +26,10 @@ import {
   type GatewayError
 } from '../src/errors.js'
 import { DEFAULT_MAX_JSON_DEPTH, jsonBodyParser } from '../src/http/json-body.js'
+import type { Retained } from '../src/http/retained.js'
 import { errorBody } from '../src/http/server-options.js'
 import { CallPipeline, type CallFilter } from '../src/pipeline/pipeline.js'
-import { ErrorBody, ReadyBody, ServerReadyBody } from '../src/rest/schemas.js'
+import { ErrorBody, errorResponse, HealthBody, ReadyBody, ServerReadyBody, withExample } from '../src/rest/schemas.js'
 import type { AuthOptions, SecurityOptions } from '../src/security.js'
 
 declare module 'fastify' {
@@ -40,12 +44,20 @@ declare module 'fastify' {
     maxJsonDepth: number
     /** Whether the gateway is draining, and what to cancel when the drain times out. */
     gatewayShutdown: Shutdown
+    /** What outlives this build of the app across config reloads; absent unless the command reloads. */
+    gatewayRetained: Retained | undefined
     /** The gateway's security settings (src/security.ts), set by the gateway plugin; absent when the core plugin is used on its own. */
     gatewaySecurity?: SecurityOptions
+    /** Servers the config turns off (the core option `disabled`): `/ready` lists them as `disabled`. */
+    disabledServers: readonly string[]
   }
   interface FastifyRequest {
     /** Who is calling, once authenticated; handlers of in-process servers see it as `ctx.http.authInfo`. */
     identity: AuthInfo | undefined
+  }
+  interface FastifyReply {
+    /** The catalogue code of the error this reply answers with, for the request's one log line. */
+    gatewayErrorCode: string | undefined
   }
   interface FastifyContextConfig {
     /** Set on MCP protocol routes: their errors are JSON-RPC error objects. */
@@ -67,7 +79,19 @@ export interface CorePluginOptions {
    * each answered with an error. Default `DEFAULT_DRAIN_TIMEOUT_MS`.
    */
   drainTimeoutMs?: number
+  /** What outlives this build of the app when the command reloads its config (src/http/retained.ts). */
+  retained?: Retained
+  /** One line per completed request (the filters plugin's `requestLines`): a refusal is named on it, not on a line of its own. */
+  requestLines?: boolean
+  /**
+   * Names of the servers the config turns off (`"disabled": true`). Default: none. They are
+   * never mounted; `/ready` lists them with state `disabled`, so an operator sees them, and
+   * they never make the gateway unready.
+   */
+  disabled?: string[]
 }
+
+const DisabledOption = Type.Array(Type.String({ minLength: 1 }))
 
 /** The gateway's shutdown as the mounted servers see it. */
 export interface Shutdown {
@@ -80,26 +104,53 @@ export interface Shutdown {
 /** After cancelling what was in flight at the drain timeout: time for those answers to be sent before connections are cut. */
 const CUT_AFTER_CANCEL_MS = 500
 
-const ReadyDescription = 'Readiness for a load balancer: 200 while the gateway serves (servers that are down are listed, status `degraded`); 503 while it drains for shutdown or while a server marked `required` is down.'
+const ReadyDescription = 'Readiness for a load balancer: 200 while the gateway serves (servers that are down are listed, status `degraded`); 503 while it drains for shutdown or while a server marked `required` is down. Servers disabled in the config are listed as `disabled` and never make the gateway unready.'
+
+/** The documented examples of `/ready` and `/ready/{server}`, one per state a probe can meet. */
+const READY_EXAMPLES = {
+  serving: {
+    ready: { summary: 'Every enabled server up', value: { status: 'ready', servers: [{ name: 'files', state: 'up', tools: 14 }, { name: 'math', state: 'up', required: true, tools: 1 }, { name: 'legacy', state: 'disabled', tools: 0 }] } },
+    degraded: { summary: 'A server down: listed, the gateway still serves', value: { status: 'degraded', servers: [{ name: 'files', state: 'down', tools: 0, error: 'the process exited with code 1', retryAfter: 4 }, { name: 'math', state: 'up', required: true, tools: 1 }] } }
+  },
+  refusing: {
+    unavailable: { summary: 'A required server down', value: { status: 'unavailable', servers: [{ name: 'files', state: 'up', tools: 14 }, { name: 'math', state: 'down', required: true, tools: 0, error: 'the server failed to start; see the log' }] } },
+    draining: { summary: 'Shutting down', value: { status: 'draining', servers: [{ name: 'files', state: 'up', tools: 14 }, { name: 'math', state: 'up', required: true, tools: 1 }] } }
+  },
+  serverUp: { up: { summary: 'Up', value: { name: 'math', state: 'up', tools: 1 } } },
+  serverDown: {
+    down: { summary: 'Down, retried in 4 s', value: { name: 'files', state: 'down', tools: 0, error: 'the process exited with code 1', retryAfter: 4 } },
+    disabled: { summary: 'Disabled in the config', value: { name: 'legacy', state: 'disabled', tools: 0 } }
+  }
+}
 
 /**
  * The gateway's cross-cutting parts: the OpenAPI document and its two viewers, one error
  * handler, one not-found handler, and the liveness and readiness endpoints.
  */
 async function core (app: FastifyInstance, options: CorePluginOptions): Promise<void> {
-  const registry = new ServerRegistry()
-  const pipeline = new CallPipeline(app.log)
+  // A reloading command keeps the registry and the pipeline across builds of the app.
+  const retained = options.retained
+  const registry = retained?.registry ?? new ServerRegistry()
+  const pipeline = retained?.pipeline ?? new CallPipeline(app.log)
   for (const filter of options.filters ?? []) pipeline.add(filter)
   app.decorate('mcpRegistry', registry)
   app.decorate('callPipeline', pipeline)
+  app.decorate('gatewayRetained', retained)
   app.decorateRequest('identity', undefined)
+  app.decorateReply('gatewayErrorCode', undefined)
   app.decorate('openApiComponents', new Map<string, Record<string, unknown>>())
   // Composed once: every filter a plugin adds is in by now.
   app.addHook('onReady', async () => { pipeline.freeze() })
   // The mount plugins' onClose hooks run first (children close before their parent), so
   // every endpoint is closed before the connections behind it.
-  app.addHook('onClose', async () => { await registry.close() })
+  app.addHook('onClose', async () => { if (retained === undefined || retained.closing) await registry.close() })
   app.addSchema(ErrorBody)
+  app.addSchema(ServerReadyBody)
+  app.addSchema(ReadyBody)
+  if (options.disabled !== undefined && !Value.Check(DisabledOption, options.disabled)) {
+    throw new InvalidOptionsError('core disabled must be an array of server names')
+  }
+  app.decorate('disabledServers', options.disabled ?? [])
 
   // Every route inherits this parser: a body is checked for UTF-8 and nesting depth before
   // anything (JSON.parse, validation, the SDK) recurses over it.
@@ -118,6 +169,8 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
         version: options.version ?? GATEWAY_INFO.version
       }
     },
+    // Shared schemas appear under their `$id` (`GatewayError`, `Readiness`), not `def-0`.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
     transformObject (documentObject) {
       const document = 'openapiObject' in documentObject ? documentObject.openapiObject : documentObject.swaggerObject
       if (!('openapi' in document)) return document
@@ -140,11 +193,34 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       return document
     }
   })
-  await app.register(swaggerUi, { routePrefix: '/docs' })
+  // Both viewers load nothing but the gateway's own files: they work offline, and behind a
+  // firewall that lets no page reach a CDN.
+  const favicon = { svg: readFileSync(`${ASSETS}favicon.svg`), ico: readFileSync(`${ASSETS}favicon.ico`) }
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    theme: {
+      title: `${options.title ?? 'MCP Gateway'} · Swagger UI`,
+      favicon: [
+        { filename: 'favicon.svg', rel: 'icon', sizes: 'any', type: 'image/svg+xml', content: favicon.svg },
+        { filename: 'favicon.ico', rel: 'alternate icon', sizes: '16x16 32x32 48x48', type: 'image/x-icon', content: favicon.ico }
+      ]
+    }
+  })
+  // Browsers ask for /favicon.ico whatever the page says; public, like the pages that show it.
+  for (const [url, type, body] of [['/favicon.ico', 'image/x-icon', favicon.ico], ['/favicon.svg', 'image/svg+xml', favicon.svg]] as const) {
+    app.get(url, { schema: { hide: true }, logLevel: 'warn', config: { public: true } }, async (_request, reply) => {
+      return reply.type(type).header('cache-control', 'public, max-age=86400').send(body)
+    })
+  }
 
-  const redocBundle = readFileSync(createRequire(import.meta.url).resolve('redoc/bundles/redoc.standalone.js'))
+  // ReDoc's sidebar shows Redocly's logo from their CDN (`<img src="https://cdn.redoc.ly/...">`,
+  // no option turns it off): the bundle is served with an empty image in its place, and the
+  // page's CSP lets no image, font or fetch leave the gateway's origin should a later ReDoc
+  // add one.
+  const redocBundle = readFileSync(createRequire(import.meta.url).resolve('redoc/bundles/redoc.standalone.js'), 'utf8')
+    .replaceAll(REDOCLY_LOGO, EMPTY_IMAGE)
   app.get('/redoc', { schema: { hide: true } }, async (_request, reply) => {
-    return reply.type('text/html').send(REDOC_PAGE)
+    return reply.type('text/html').header('content-security-policy', REDOC_CSP).send(redocPage(options.title ?? 'MCP Gateway'))
   })
   app.get('/redoc/redoc.standalone.js', { schema: { hide: true } }, async (_request, reply) => {
     return reply.type('application/javascript').header('cache-control', 'public, max-age=86400').send(redocBundle)
@@ -155,7 +231,8 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       tags: ['gateway'],
       operationId: 'health',
       summary: 'Liveness: the process is up and serving HTTP.',
-      response: { 200: Type.Object({ status: Type.Literal('ok') }) }
+      description: 'Answers 200 whatever the servers\' states, and while the gateway drains: for a liveness probe, which restarts a process that no longer answers. Readiness is `/ready`.',
+      response: { 200: withExample(HealthBody, 'The process serves HTTP', { ok: { summary: 'Alive', value: { status: 'ok' } } }) }
     }
   }, async () => ({ status: 'ok' as const }))
 
@@ -170,33 +247,54 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     ...(connection.failure !== undefined && { error: connection.failure }),
     ...(connection.retryAfter !== undefined && { retryAfter: connection.retryAfter })
   })
+  // Disabled servers are listed after the mounted ones and never count towards readiness.
+  const disabledOf = (name: string): Static<typeof ServerReadyBody> => ({ name, state: 'disabled', tools: 0 })
+  const disabled = (): Array<Static<typeof ServerReadyBody>> => app.disabledServers.filter(name => !registry.has(name)).map(disabledOf)
+  // Under `allOf`: a response that is a bare `$ref` loses its examples in @fastify/swagger.
+  const Readiness = { type: 'object', allOf: [Type.Ref('Readiness')] }
+  const ServerReadiness = { type: 'object', allOf: [Type.Ref('ServerReadiness')] }
   app.get('/ready', {
     schema: {
       tags: ['gateway'],
       operationId: 'ready',
-      summary: ReadyDescription,
-      response: { 200: ReadyBody, 503: ReadyBody }
+      summary: 'Readiness, for a load balancer',
+      description: ReadyDescription,
+      response: {
+        200: withExample(Readiness, 'Serving: every enabled server up (`ready`), or some down and listed (`degraded`)', READY_EXAMPLES.serving),
+        503: withExample(Readiness, 'Out of rotation: a `required` server is down (`unavailable`), or the gateway drains for shutdown (`draining`)', READY_EXAMPLES.refusing)
+      }
     }
   }, async (_request, reply) => {
-    const servers = registry.servers().map(statusOf)
+    const mounted = registry.servers().map(statusOf)
     const status = shutdown.draining
       ? 'draining'
-      : servers.some(server => server.required === true && server.state !== 'up')
+      : mounted.some(server => server.required === true && server.state !== 'up')
         ? 'unavailable'
-        : servers.every(server => server.state === 'up') ? 'ready' : 'degraded'
-    return reply.code(status === 'ready' || status === 'degraded' ? 200 : 503).send({ status, servers })
+        : mounted.every(server => server.state === 'up') ? 'ready' : 'degraded'
+    const servers = [...mounted, ...disabled()]
+    const reload = retained?.lastReload
+    return reply.code(status === 'ready' || status === 'degraded' ? 200 : 503).send({ status, servers, ...(reload !== undefined && { reload }) })
   })
   app.get('/ready/:server', {
     schema: {
       tags: ['gateway'],
       operationId: 'readyServer',
-      summary: 'Readiness of one server: 200 while it is up, 503 while it is not (or the gateway drains); for a load balancer that routes to one server\'s prefix.',
-      params: Type.Object({ server: Type.String() }),
-      response: { 200: ServerReadyBody, 503: ServerReadyBody }
+      summary: 'Readiness of one server',
+      description: 'Readiness of one server: 200 while it is up, 503 while it is not (starting, down, disabled in the config) or the gateway drains; for a load balancer that routes to one server\'s prefix.',
+      params: Type.Object({ server: Type.String({ description: 'The server\'s name' }) }),
+      response: {
+        200: withExample(ServerReadiness, 'The server is up', READY_EXAMPLES.serverUp),
+        404: errorResponse([new ServerNotFoundError('nobody')], () => 'no server of that name, mounted or disabled'),
+        503: withExample(ServerReadiness, 'The server is not up (starting, down, disabled), or the gateway drains', READY_EXAMPLES.serverDown)
+      }
     }
   }, async (request, reply) => {
-    const mounted = registry.get((request.params as { server: string }).server)
-    if (mounted === undefined) throw new ServerNotFoundError((request.params as { server: string }).server)
+    const name = (request.params as { server: string }).server
+    const mounted = registry.get(name)
+    if (mounted === undefined) {
+      if (app.disabledServers.includes(name)) return reply.code(503).send(disabledOf(name))
+      throw new ServerNotFoundError(name)
+    }
     const status = statusOf(mounted)
     return reply.code(status.state === 'up' && !shutdown.draining ? 200 : 503).send(status)
   })
@@ -223,6 +321,9 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
   let drainTimer: NodeJS.Timeout | undefined
   app.addHook('preClose', async () => {
     draining = true
+    // A build replaced by a config reload: the server, its connections and every kept
+    // endpoint serve on under the next build, so nothing is drained or cut.
+    if (retained !== undefined && !retained.closing) return
     // Node's server.close() closes the connections idle at that moment, but a keep-alive
     // connection whose request was still in flight becomes idle afterwards and would hold
     // close() up for Fastify's 72 s keep-alive timeout: once shutdown begins, a connection
@@ -261,6 +362,10 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     } else if (error.code === 'ECONNRESET') {
       // The client went away while its body was being read: there is nobody to answer.
       request.log.debug({ code: error.code, message: error.message }, 'request aborted by the client')
+    } else if (options.requestLines === true) {
+      // The request's one line (plugins/filters.ts) names the code.
+      reply.gatewayErrorCode = gatewayError.code
+      request.log.debug({ code: gatewayError.code, message: gatewayError.message }, 'request rejected')
     } else {
       request.log.info({ code: gatewayError.code, message: gatewayError.message }, 'request rejected')
     }
@@ -341,12 +446,27 @@ async function sendError (request: FastifyRequest, reply: FastifyReply, error: G
   return reply.send(errorBody(error))
 }
 
-const REDOC_PAGE = `<!DOCTYPE html>
+/** The gateway's static files (its favicon), beside this file in the sources and two levels up from dist/plugins once built (tsc copies no assets). */
+const ASSETS = ((): string => {
+  const beside = fileURLToPath(new URL('./status/', import.meta.url))
+  return existsSync(beside) ? beside : fileURLToPath(new URL('../../plugins/status/', import.meta.url))
+})()
+
+const REDOCLY_LOGO = 'https://cdn.redoc.ly/redoc/logo-mini.svg'
+const EMPTY_IMAGE = 'data:image/svg+xml,%3Csvg xmlns=%22http://www.w3.org/2000/svg%22/%3E'
+
+/** ReDoc injects its styles and runs its search in a blob worker; nothing else may come from elsewhere. */
+const REDOC_CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+function redocPage (title: string): string {
+  return `<!DOCTYPE html>
 <html>
   <head>
-    <title>MCP Gateway · ReDoc</title>
+    <title>${escapeHtml(title)} · ReDoc</title>
     <meta charset="utf-8"/>
     <meta name="viewport" content="width=device-width, initial-scale=1">
+    <link rel="icon" href="/favicon.svg" type="image/svg+xml">
+    <link rel="alternate icon" href="/favicon.ico" type="image/x-icon">
   </head>
   <body>
     <redoc spec-url="/docs/json"></redoc>
@@ -354,5 +474,10 @@ const REDOC_PAGE = `<!DOCTYPE html>
   </body>
 </html>
 `
+}
+
+function escapeHtml (text: string): string {
+  return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;')
+}
 
 export default fp(core, { name: 'gateway-core', fastify: '5.x' })

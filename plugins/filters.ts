@@ -28,7 +28,8 @@ const OptionsSchema = Type.Object({
     timeWindow: Type.Integer({ minimum: 1 }),
     servers: Type.Record(Type.String(), Type.Object({ ...LimitSchema, tools: Type.Record(Type.String(), Type.Object(LimitSchema)) }))
   })),
-  audit: Type.Optional(Type.Boolean())
+  audit: Type.Optional(Type.Boolean()),
+  requestLines: Type.Optional(Type.Boolean())
 })
 
 export interface FiltersOptions {
@@ -44,6 +45,12 @@ export interface FiltersOptions {
   store?: FastifyRateLimitStoreCtor
   /** An audit line per tool call, prompt get and resource read (src/pipeline/audit.ts). Default: on while the logger writes `info`, since otherwise every line would be dropped and the filter only cost time. */
   audit?: boolean
+  /**
+   * Fastify's own request logging is off (the command's `logController`): write one line per
+   * completed request at `info`, the audit line standing in for it when the request made a
+   * call. Default `false`.
+   */
+  requestLines?: boolean
 }
 
 /**
@@ -65,7 +72,37 @@ async function filters (app: FastifyInstance, options: FiltersOptions): Promise<
     await app.register(rateLimit, { global: false, ...(store !== undefined && { store }) })
     app.callPipeline.add(rateLimitFilter(options.rateLimit, app.createRateLimit))
   }
-  if (options.audit ?? writes(app.log, 'info')) app.callPipeline.add(auditFilter(app.log))
+  const audit = options.audit ?? writes(app.log, 'info')
+  // With Fastify's request logging off (the command), one line per completed request at
+  // `info`: the audit line when the request made a call, otherwise a line of its own.
+  const requestLines = options.requestLines === true && writes(app.log, 'info')
+  const audited = new Set<string>()
+  // Bounded: a mark whose request never completes nor aborts (none known) cannot pile up.
+  const mark = (id: string): void => {
+    if (audited.size >= MAX_AUDIT_MARKS) audited.clear()
+    audited.add(id)
+  }
+  if (audit) app.callPipeline.add(auditFilter(app.log, requestLines ? mark : undefined))
+  if (!requestLines) return
+  app.addHook('onResponse', (request, reply, done) => {
+    if (audited.delete(request.id)) {
+      done()
+      return
+    }
+    const code = reply.gatewayErrorCode
+    request.log.info(code === undefined
+      ? { method: request.method, url: request.url, statusCode: reply.statusCode, responseTime: reply.elapsedTime }
+      : { method: request.method, url: request.url, statusCode: reply.statusCode, code, responseTime: reply.elapsedTime }, 'request completed')
+    done()
+  })
+  // A request cut off before its answer has no onResponse: its mark goes with it.
+  app.addHook('onRequestAbort', (request, done) => {
+    audited.delete(request.id)
+    done()
+  })
 }
+
+/** Most requests marked as audited and not yet completed: far beyond the calls in flight at once. */
+const MAX_AUDIT_MARKS = 10_000
 
 export default fp(filters, { name: 'gateway-filters', fastify: '5.x', dependencies: ['gateway-core'] })

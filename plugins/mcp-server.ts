@@ -47,6 +47,10 @@ const OptionsSchema = Type.Object({
   required: Type.Optional(Type.Boolean()),
   /** Scopes a caller's token or API key must hold for any call of this server; 403 `insufficient_scope` naming them otherwise. Default: none. */
   scopes: Type.Optional(Type.Array(Type.String())),
+  /** The prefix of this server's tool and prompt names on `/mcp` (`<namespace><separator><name>`); `false` shows its names as they are. Default: `name`, so two servers' names never meet. */
+  namespace: Type.Optional(Type.Union([Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }), Type.Literal(false)])),
+  /** Its own tool or prompt name → the name `/mcp` shows instead, before the namespace (`{ "add": "sum" }`). Default: none. Only `/mcp` reads it: the server's own endpoint, REST, policy and metrics keep its own names. */
+  rename: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }))),
   /** Serve only `/mcp`: no REST routes, not in the registry. Default `false`; the aggregated endpoint sets it, its servers being registered themselves. */
   endpointOnly: Type.Optional(Type.Boolean())
 })
@@ -88,17 +92,32 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   const connection = givenConnection ?? new InProcessConnection(name, factory as ServerFactory)
   const registry = app.mcpRegistry
 
-  if (!endpointOnly) registry.add({ name, prefix: app.prefix, connection, ...(plain.required === true && { required: true }), ...(plain.scopes !== undefined && { scopes: plain.scopes }) })
+  // After a config reload, a server the reload left untouched is mounted again on the
+  // connection and endpoint that already serve it (src/http/retained.ts): nothing to start.
+  const retained = app.gatewayRetained
+  // `/mcp` is not a mounted server; its name may be a server's too.
+  const retainedAs = endpointOnly ? `${app.prefix}/mcp` : name
+  const kept = endpointOnly ? retained?.endpointOf(retainedAs, connection) !== undefined : registry.get(name)?.connection === connection
+  if (!endpointOnly && !kept) {
+    const entry = { name, prefix: app.prefix, connection, ...(plain.required === true && { required: true }), ...(plain.scopes !== undefined && { scopes: plain.scopes }), ...(plain.namespace !== undefined && { namespace: plain.namespace }), ...(plain.rename !== undefined && { rename: plain.rename }) }
+    // A changed server replaces the old one, which serves until this build is swapped in.
+    if (retained !== undefined && registry.has(name)) registry.replace(entry)
+    else registry.add(entry)
+  }
   // A server that fails to start is marked down and its routes answer 503; the gateway and
   // every other server keep serving.
-  try {
-    await (endpointOnly ? connection.start() : registry.start(name))
-    log.info({ tools: connection.tools().map(tool => tool.name) }, 'mcp server started')
-  } catch (err) {
-    log.error({ err }, 'mcp server failed to start; serving 503 for it')
+  if (!kept) {
+    try {
+      await (endpointOnly ? connection.start() : registry.start(name))
+      log.info({ tools: connection.tools().map(tool => tool.name) }, 'mcp server started')
+    } catch (err) {
+      // Options the connection refuses (`/mcp`'s name collisions) stop the boot, as a bad config does.
+      if (err instanceof InvalidOptionsError) throw err
+      log.error({ err }, 'mcp server failed to start; serving 503 for it')
+    }
   }
 
-  const endpoint = new StreamableHttpEndpoint(connection, {
+  const endpoint = retained?.endpointOf(retainedAs, connection) ?? new StreamableHttpEndpoint(connection, {
     stateless: plain.stateless ?? false,
     jsonResponse: plain.jsonResponse ?? false,
     maxSessions: plain.maxSessions ?? DEFAULT_MAX_SESSIONS,
@@ -112,6 +131,7 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     ...(!endpointOnly && { pipeline: app.callPipeline }),
     log
   })
+  retained?.mounted(retainedAs, connection, endpoint, !endpointOnly)
   // Read when metrics are scraped: the endpoint's sessions and open streams (`/mcp`'s as `gateway`).
   registry.addEndpoint(name, () => endpoint.stats())
 
@@ -133,9 +153,13 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     endpoint.cancelInFlight()
     rest?.cancelInFlight()
   })
-  // In-flight SSE streams would keep onClose waiting: end them first.
-  app.addHook('preClose', async () => { await endpoint.closeStreams() })
+  // In-flight SSE streams would keep onClose waiting: end them first. A build of the app
+  // replaced by a reload leaves the endpoint and connection to the next build (or to the
+  // reload, which closes what the next build does not mount).
+  const owned = (): boolean => retained === undefined || retained.closing
+  app.addHook('preClose', async () => { if (owned()) await endpoint.closeStreams() })
   app.addHook('onClose', async () => {
+    if (!owned()) return
     await endpoint.close()
     // A registered server's connection is the registry's to close, after every endpoint.
     if (endpointOnly) await connection.close()

@@ -50,7 +50,10 @@ async function metrics (app: FastifyInstance, options: MetricsPluginOptions): Pr
     const issue = Value.Errors(OptionsSchema, options).First()
     throw new InvalidOptionsError(`metrics ${issue?.path || '/'} ${issue?.message ?? ''}`.trim())
   }
-  const gatewayMetrics = new GatewayMetrics(app.mcpRegistry)
+  // Across config reloads one set of metrics counts on, as a scraper expects of one process.
+  const retained = app.gatewayRetained
+  const gatewayMetrics = retained?.metrics ?? new GatewayMetrics(app.mcpRegistry)
+  if (retained !== undefined) retained.metrics = gatewayMetrics
   app.callPipeline.add(gatewayMetrics.filter)
 
   // Callback hooks, not async ones: they run on every request.
@@ -79,7 +82,9 @@ async function metrics (app: FastifyInstance, options: MetricsPluginOptions): Pr
   // the gateway's hooks (auth, Host checks, draining). Opened once the gateway listens, on its
   // host; closed with it.
   const port = options.port
-  server = createServer((request, response) => {
+  // A build after a config reload keeps the server already listening on the same port.
+  const held = retained?.metricsServer?.port === port ? retained.metricsServer.server : undefined
+  server = held ?? createServer((request, response) => {
     if (request.method !== 'GET' || request.url?.split('?')[0] !== '/metrics') {
       response.writeHead(404, { 'content-type': 'text/plain' }).end('Not Found\n')
       return
@@ -92,17 +97,27 @@ async function metrics (app: FastifyInstance, options: MetricsPluginOptions): Pr
     })
   })
   const metricsServer = server
+  const stopped = retained?.metricsServer?.server
+  if (retained !== undefined) retained.metricsServer = { server: metricsServer, port }
   app.addHook('onListen', async () => {
+    if (metricsServer.listening) return
+    // A reload that moved `/metrics` to another port closes the old one first.
+    if (stopped !== undefined && stopped !== metricsServer) await closeServer(stopped)
     const host = (app.server.address() as AddressInfo | null)?.address ?? '127.0.0.1'
     metricsServer.listen(port, host)
     await once(metricsServer, 'listening')
     app.log.info({ address: metricsServer.address() }, 'metrics listening')
   })
   app.addHook('onClose', async () => {
-    if (!metricsServer.listening) return
-    metricsServer.closeAllConnections()
-    await new Promise(resolve => metricsServer.close(resolve))
+    if (retained !== undefined && !retained.closing) return
+    await closeServer(metricsServer)
   })
+}
+
+async function closeServer (server: Server): Promise<void> {
+  if (!server.listening) return
+  server.closeAllConnections()
+  await new Promise(resolve => server.close(resolve))
 }
 
 export default fp(metrics, { name: 'gateway-metrics', fastify: '5.x', dependencies: ['gateway-core'] })

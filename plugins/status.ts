@@ -87,7 +87,8 @@ async function status (app: FastifyInstance, options: StatusPluginOptions): Prom
   const recorder = new StatusRecorder(options)
   app.callPipeline.add(recorder.filter())
   const registry = app.mcpRegistry
-  const startedAt = Date.now()
+  // Across config reloads the gateway has been up since its first build.
+  const startedAt = app.gatewayRetained?.startedAt ?? Date.now()
 
   // State changes, sampled; and the prompt and resource lists, cached until a server's lists
   // change or its state does (an upstream that comes back may offer other ones).
@@ -166,7 +167,8 @@ async function status (app: FastifyInstance, options: StatusPluginOptions): Prom
         auth: security?.auth !== undefined && security.auth.mode !== 'none',
         aggregate: app.hasRoute({ method: 'POST', url: '/mcp' }) ? '/mcp' : null,
         docs: { swagger: '/docs', redoc: '/redoc', openapi: '/docs/json' },
-        windowMs: recorder.windowMs
+        windowMs: recorder.windowMs,
+        reload: app.gatewayRetained?.lastReload ?? null
       },
       servers,
       tools: recorder.tools(now).filter(figures => visible.has(figures.server) && allows(request, figures.server, 'tools/list', figures.tool)),

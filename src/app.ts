@@ -20,6 +20,7 @@ import { InvalidOptionsError } from './errors.js'
 import type { CallFilter } from './pipeline/pipeline.js'
 import type { ObservabilityOptions } from './observability.js'
 import type { SecurityOptions } from './security.js'
+import type { Retained } from './http/retained.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
 export type ServerEntry = McpServerPluginOptions & { prefix?: string }
@@ -46,6 +47,18 @@ export interface GatewayOptions {
   security?: SecurityOptions
   /** Metrics, traces and the status page; a config file's `gateway` section replaces it. */
   observability?: ObservabilityOptions
+  /**
+   * What outlives this build of the app: given by a command that rebuilds the app when its
+   * config changes (src/reload.ts), so servers a reload leaves untouched keep their
+   * connections and sessions. Only with `config`.
+   */
+  retained?: Retained
+  /**
+   * Fastify's request logging is off (`logController` with `disableRequestLogging`): the gateway
+   * writes one line per completed request instead, the audit line standing in for it when the
+   * request made a call. The command sets it (src/logging.ts). Default `false`.
+   */
+  requestLines?: boolean
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -58,13 +71,18 @@ export function builtinEntries (factories: Record<string, ServerFactory> = built
  * aggregated endpoint. It never listens; `src/server.ts` does.
  */
 async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
+  const retained = options.config === undefined ? undefined : options.retained
   await app.register(core, {
+    ...(retained !== undefined && { retained }),
+    ...(options.requestLines === true && { requestLines: true }),
+    // Listed on `/ready` as `disabled`, so a server left out on purpose is not a mystery.
+    ...(options.config !== undefined && { disabled: options.config.servers.filter(server => server.disabled === true).map(server => server.name) }),
     ...(options.title !== undefined && { title: options.title }),
     ...(options.filters !== undefined && { filters: options.filters }),
     ...(options.drainTimeoutMs !== undefined && { drainTimeoutMs: options.drainTimeoutMs })
   })
   const config = options.config
-  const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config)
+  const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config, retained)
   const aggregate = config === undefined ? options.aggregate : config.aggregate.enabled && { separator: config.aggregate.separator }
   // The security plugins read this. Registered before any server is mounted, so their hooks
   // and filters hold on every route: CORS first (a preflight carries no credentials), then
@@ -76,7 +94,11 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
   app.decorate('gatewaySecurity', security)
   if (security.cors !== undefined) await app.register(cors, { origins: security.cors.origins })
   await app.register(auth, security)
-  await app.register(filters, { ...(security.policy !== undefined && { policy: security.policy }), ...(security.rateLimit !== undefined && { rateLimit: security.rateLimit }) })
+  await app.register(filters, {
+    ...(security.policy !== undefined && { policy: security.policy }),
+    ...(security.rateLimit !== undefined && { rateLimit: security.rateLimit }),
+    ...(options.requestLines === true && { requestLines: true })
+  })
   // Observability: metrics, traces and the status page, before any server is mounted too.
   const observability = config === undefined ? options.observability ?? {} : config.observability
   // Metrics are on unless turned off: they cost one observer per call and one hook per request.
@@ -105,23 +127,35 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
     await app.register(mcpServer, { ...options.defaults, ...serverOptions, prefix: prefix ?? `/${serverOptions.name}` })
   }
   if (aggregate !== false && mounted.length > 0) {
-    const connection = new AggregateConnection('gateway', app.mcpRegistry, {
+    // Kept across reloads while its own settings stay: its members come and go through the registry.
+    const key = JSON.stringify(aggregate ?? {})
+    const connection = retained?.reusable('/mcp', key) ?? keyed(retained, new AggregateConnection('gateway', app.mcpRegistry, {
       ...(aggregate?.separator !== undefined && { separator: aggregate.separator }),
       pipeline: app.callPipeline,
       log: app.log.child({ mcpServer: 'gateway' })
-    })
+    }), key)
     await app.register(mcpServer, { ...options.defaults, name: 'gateway', connection, endpointOnly: true, prefix: '' })
   }
 }
 
-/** The mount entries of a config file's enabled servers. */
-async function configEntries (app: FastifyInstance, config: GatewayConfig): Promise<ServerEntry[]> {
+/** Records a connection's settings when the app is rebuilt on reload; the connection as it is otherwise. */
+function keyed<C extends McpConnection> (retained: Retained | undefined, connection: C, key: string): C {
+  return retained === undefined ? connection : retained.keyed(connection, key)
+}
+
+/**
+ * The mount entries of a config file's enabled servers. On a rebuild after a reload, an entry
+ * whose settings are the same as before is given the connection that already serves it.
+ */
+async function configEntries (app: FastifyInstance, config: GatewayConfig, retained?: Retained): Promise<ServerEntry[]> {
   const entries: ServerEntry[] = []
   for (const server of config.servers) {
     if (server.disabled === true) {
       app.log.info({ mcpServer: server.name }, 'mcp server disabled in the config')
       continue
     }
+    const key = JSON.stringify(server)
+    const reused = retained?.reusable(server.name, key)
     entries.push({
       name: server.name,
       ...(server.prefix !== undefined && { prefix: server.prefix }),
@@ -129,10 +163,17 @@ async function configEntries (app: FastifyInstance, config: GatewayConfig): Prom
       ...(server.required !== undefined && { required: server.required }),
       ...(server.scopes !== undefined && { scopes: server.scopes }),
       ...(server.timeoutMs !== undefined && { timeoutMs: server.timeoutMs }),
-      ...await reach(app, server)
+      ...(server.namespace !== undefined && { namespace: server.namespace }),
+      ...(server.rename !== undefined && { rename: server.rename }),
+      ...reused !== undefined ? { connection: reused } : retained === undefined ? await reach(app, server) : { connection: retained.keyed(connected(server.name, await reach(app, server)), key) }
     })
   }
   return entries
+}
+
+/** The connection of an entry, made here for in-process servers so a rebuild can keep it. */
+function connected (name: string, reached: { factory: ServerFactory } | { connection: McpConnection }): McpConnection {
+  return 'connection' in reached ? reached.connection : new InProcessConnection(name, reached.factory)
 }
 
 async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ factory: ServerFactory } | { connection: McpConnection }> {

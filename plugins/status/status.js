@@ -362,6 +362,11 @@ function draw (status) {
   badge.textContent = overall
   document.getElementById('meta').textContent = `v${status.gateway.version} · up since ${time(status.gateway.startedAt)} · ${status.gateway.auth ? 'authentication on' : 'authentication off'}` +
     (status.gateway.aggregate ? ` · every tool at ${status.gateway.baseUrl}${status.gateway.aggregate}` : '') + ` · updated ${time(now)}`
+  // A config reload that was refused: the running config still serves, and says why here.
+  const reload = document.getElementById('reload')
+  const refused = status.gateway.reload !== null && status.gateway.reload !== undefined && !status.gateway.reload.ok
+  reload.hidden = !refused
+  reload.textContent = refused ? `config reload refused at ${time(status.gateway.reload.at)}: ${status.gateway.reload.error}` : ''
   drawServers(status, now)
   drawToolStats(status)
   drawRecentCalls(status)

@@ -1,6 +1,8 @@
 import { InvalidOptionsError } from '../errors.js'
 import type { ListKind, McpConnection } from './connection.js'
 
+const LIST_KINDS: readonly ListKind[] = ['tools', 'prompts', 'resources']
+
 /** One mounted server as the registry keeps it. */
 export interface MountedServer {
   readonly name: string
@@ -11,6 +13,10 @@ export interface MountedServer {
   readonly required?: boolean
   /** Scopes a caller must hold for any call of this server. */
   readonly scopes?: readonly string[]
+  /** The prefix of its tool and prompt names on `/mcp`; `false` shows them as they are. Default: `name`. */
+  readonly namespace?: string | false
+  /** Its own tool or prompt name → the name `/mcp` shows, before the namespace. Only `/mcp` reads it. */
+  readonly rename?: Readonly<Record<string, string>>
 }
 
 /** What one MCP endpoint holds open right now, read when metrics are scraped. */
@@ -48,10 +54,48 @@ export class ServerRegistry {
   /** Adds a server; its connection starts connecting at once (awaited by `started`). */
   add (server: MountedServer): void {
     if (this.#servers.has(server.name)) throw new InvalidOptionsError(`an MCP server named '${server.name}' is already mounted`)
+    this.#put(server)
+  }
+
+  /**
+   * Puts `server` in place of the one mounted under its name (a config reload changed it) and
+   * returns the one it replaced, still open: the caller closes it once nothing serves it.
+   */
+  replace (server: MountedServer): MountedServer | undefined {
+    const old = this.#servers.get(server.name)
+    if (old !== undefined) this.#detach.get(server.name)?.()
+    this.#put(server)
+    return old
+  }
+
+  /** The mounted servers as they are now, to put back with `restore` if a rebuild fails. */
+  snapshot (): MountedServer[] { return this.servers() }
+
+  /** Puts back the servers of `snapshot`, as they were; none is closed or started. */
+  restore (snapshot: MountedServer[]): void {
+    for (const name of [...this.#servers.keys()]) {
+      this.#detach.get(name)?.()
+      this.#detach.delete(name)
+    }
+    this.#servers.clear()
+    for (const server of snapshot) this.#put(server)
+  }
+
+  #put (server: MountedServer): void {
+    const known = this.#servers.has(server.name)
     this.#servers.set(server.name, server)
-    this.#detach.set(server.name, server.connection.onListChanged(kind => {
-      for (const listener of this.#listChanged) listener(server, kind)
-    }))
+    this.#detach.set(server.name, server.connection.onListChanged(kind => { this.#changed(server, kind) }))
+    // A server that joins (or replaces another) at run time changes every list of whoever
+    // gathers them (`/mcp`); at boot nobody listens yet.
+    if (known || this.#listChanged.size > 0) this.#changedAll(server)
+  }
+
+  #changed (server: MountedServer, kind: ListKind): void {
+    for (const listener of this.#listChanged) listener(server, kind)
+  }
+
+  #changedAll (server: MountedServer): void {
+    for (const kind of LIST_KINDS) this.#changed(server, kind)
   }
 
   /**
@@ -70,6 +114,8 @@ export class ServerRegistry {
     this.#servers.delete(name)
     this.#detach.get(name)?.()
     this.#detach.delete(name)
+    this.#endpoints.delete(name)
+    this.#changedAll(server)
     await server.connection.close()
   }
 
@@ -93,6 +139,8 @@ export class ServerRegistry {
 
   /** Closes every connection; the last step of the gateway's shutdown. */
   async close (): Promise<void> {
+    // Nobody is told: the endpoints that would pass the news on are closed already.
+    this.#listChanged.clear()
     const names = [...this.#servers.keys()]
     await Promise.allSettled(names.map(async name => { await this.remove(name) }))
   }

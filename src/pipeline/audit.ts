@@ -41,13 +41,14 @@ function entryOf (call: CallContext, outcome: CallOutcome, withArguments: boolea
   }
 }
 
-/** The audit filter, writing to `log`. */
-export function auditFilter (log: FastifyBaseLogger): CallFilter {
+/** The audit filter, writing to `log`; `audited` hears of each HTTP request whose call it wrote a line for. */
+export function auditFilter (log: FastifyBaseLogger, audited?: (requestId: string) => void): CallFilter {
   return {
     name: 'audit',
     observe (call: CallContext, outcome: CallOutcome): void {
       if (!AUDITED.has(call.method)) return
       log.info({ audit: entryOf(call, outcome, writes(log, 'debug')) }, 'mcp call')
+      if (audited !== undefined && call.requestId !== undefined) audited(call.requestId)
     }
   }
 }

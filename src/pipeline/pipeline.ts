@@ -151,33 +151,71 @@ export class CallPipeline implements CallGate {
   /** The `around` steps composed into one, or nothing when no filter has one. */
   #around: Around | undefined
   #log: PipelineLog | undefined
+  /** Outlives one build of the gateway (config reload): it wraps every server, filters or not, since a reload may add some. */
+  #reloadable: boolean
+  /** The filters of the build under way (`reopen`), swapped in at its `freeze`. */
+  #pending: CallFilter[] | undefined
 
-  constructor (log?: PipelineLog) {
+  constructor (log?: PipelineLog, options: { reloadable?: boolean } = {}) {
     this.#log = log
+    this.#reloadable = options.reloadable ?? false
   }
 
   /** Adds a filter; only before the gateway is ready, since the chain is composed once. */
   add (filter: CallFilter): void {
+    if (this.#pending !== undefined) {
+      this.#pending.push(filter)
+      return
+    }
     if (this.#frozen) throw new InvalidOptionsError(`call filter '${filter.name}' added after the gateway was ready`)
     this.#filters.push(filter)
   }
 
-  /** Composes the chain; called once, when the gateway is ready. */
+  /**
+   * Begins collecting the filters of a new build of the gateway (a config reload): calls keep
+   * passing the current chain until the new build is ready and `freeze` swaps the new one in.
+   */
+  reopen (): void {
+    if (!this.#reloadable) throw new InvalidOptionsError('the call pipeline was not made reloadable')
+    if (this.#frozen) this.#pending = []
+  }
+
+  /** Composes the chain; called when the gateway (or a reloaded build of it) is ready. */
   freeze (): void {
+    if (this.#pending !== undefined) {
+      const filters = this.#pending
+      this.#pending = undefined
+      this.#compose(filters)
+      return
+    }
     if (this.#frozen) return
     this.#frozen = true
-    for (const filter of this.#filters) {
-      if (filter.allows !== undefined) this.#allows.push(filter.allows)
-      if (filter.admit !== undefined) this.#admits.push(filter.admit)
-      if (filter.observe !== undefined) this.#observers.push(filter)
+    this.#compose(this.#filters)
+  }
+
+  /** Builds the chain from `filters` and puts it in place at once, so no call sees half of it. */
+  #compose (filters: CallFilter[]): void {
+    const allows: Array<(call: CallContext) => boolean> = []
+    const admits: Array<(call: CallContext) => void | Promise<void>> = []
+    const observers: CallFilter[] = []
+    for (const filter of filters) {
+      if (filter.allows !== undefined) allows.push(filter.allows)
+      if (filter.admit !== undefined) admits.push(filter.admit)
+      if (filter.observe !== undefined) observers.push(filter)
     }
-    this.#gated = this.#allows.length > 0 || this.#admits.length > 0
     // Composed innermost first, so the first added runs outermost.
-    for (const { around } of [...this.#filters].reverse()) {
+    let composed: Around | undefined
+    for (const { around } of [...filters].reverse()) {
       if (around === undefined) continue
-      const inner = this.#around
-      this.#around = inner === undefined ? around : async (call, run) => await around(call, async () => await inner(call, run))
+      const inner = composed
+      composed = inner === undefined ? around : async (call, run) => await around(call, async () => await inner(call, run))
     }
+    this.#filters = filters
+    this.#allows = allows
+    this.#admits = admits
+    this.#observers = observers
+    this.#gated = allows.length > 0 || admits.length > 0
+    this.#around = composed
   }
 
   /** Whether some filter wraps calls (a tracer): only then do the MCP ways in describe the request in `call.mcp`. */
@@ -187,7 +225,7 @@ export class CallPipeline implements CallGate {
 
   /** Whether any filter is registered: without one, nothing needs to pass through. */
   get active (): boolean {
-    return this.#filters.length > 0
+    return this.#reloadable || this.#filters.length > 0
   }
 
   /** Whether the caller may see and call the item `call` names. */
