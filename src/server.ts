@@ -1,19 +1,30 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs'
+import { isAbsolute } from 'node:path'
+import { createSecureContext } from 'node:tls'
+import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
-import { prettyFactory } from 'pino-pretty'
 import gateway from './app.js'
 import { loadConfig, type GatewayConfig } from './config.js'
+import { printableConfig } from './config-print.js'
+import { commandLogging } from './logging.js'
+import { reloadingGateway, type ReloadingGateway } from './reload.js'
+import { InvalidOptionsError } from './errors.js'
 import { limitConnections, serverOptions, type HttpLimits } from './http/server-options.js'
 import { builtinServers } from '../servers/index.js'
-import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults.js'
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_SEPARATOR, GATEWAY_INFO } from './defaults.js'
 
 /** After the drain timeout: time for cancelled calls to answer and children to stop. */
 const SHUTDOWN_MARGIN_MS = 5000
 
-const USAGE = `Usage: mcp-gateway [--config FILE] [--port N] [--host ADDR] [--tls-cert FILE --tls-key FILE]
+/** The command's name, as installed by npm (`bin` in package.json) and in front of its messages. */
+const COMMAND = 'fastify-mcp-gateway'
+
+const USAGE = `Usage: ${COMMAND} [--config FILE [--watch]] [--port N] [--host ADDR] [--tls-cert FILE --tls-key FILE]
+       ${COMMAND} --check [--config FILE] [--host ADDR] [--tls-cert FILE --tls-key FILE]
+       ${COMMAND} --print-config [--config FILE]
 
 Runs the MCP gateway: with the built-in servers (greet, bye, math), or with the
 servers a config file declares.
@@ -29,10 +40,15 @@ Options:
                    { "module": "./server.js", "export": "default" }  in-process factory
                  and may set prefix, stateless, required, timeoutMs, connectTimeoutMs, retry
                  ({ initialMs, maxMs }), disabled, isolation
-                 ("shared" or "session") and tools: { allow: [...], deny: [...] }.
+                 ("shared" or "session"), tools: { allow: [...], deny: [...] },
+                 and namespace / rename (its names in /mcp).
                  \${VAR} and \${VAR:-default} are read from the environment.
                  Top level "gateway": { "aggregate": true, "separator": "_" }.
                  An invalid config exits with code 2 and starts nothing.
+                 SIGHUP re-reads the file and applies the changes without a restart:
+                 servers left untouched keep their sessions and child processes; an
+                 invalid file is refused and the running config keeps serving
+  --watch        Reload the config file whenever it changes, as SIGHUP does
   --port N       Port to listen on (env PORT, default 3000)
   --host ADDR    Address to bind (env HOST, default 127.0.0.1). Beyond loopback the
                  gateway refuses to start without authentication (gateway.auth in
@@ -50,6 +66,15 @@ Options:
                  On SIGTERM or SIGINT, how long calls in flight may finish before
                  they are cancelled (env DRAIN_TIMEOUT_MS, default 10000); a second
                  signal exits at once
+  --check        Validate the config as a start would (the file, module entries, TLS
+                 files, --host against gateway.auth), print its warnings and one
+                 line naming the servers, and exit: 0 when it would start, 2 with
+                 the same messages as a start otherwise. Listens on nothing and
+                 starts no upstream
+  --print-config Print the config the gateway would run, as JSON: defaults applied,
+                 \${VAR} filled in, every secret masked (header and env values,
+                 API keys, credentials and secret-looking query values in URLs)
+  -v, --version  Print the version and exit
   -h, --help     Show this help
 
 Environment:
@@ -65,22 +90,8 @@ Environment:
   MAX_CONNECTIONS     Most connections open at once; more are closed on accept (default 4096)
 `
 
-/**
- * pino-pretty run in line, not as a transport: a transport formats in a worker thread, whose
- * lines would land on stdout in any order with the banner. Colours only on a terminal.
- */
-function prettyLines (out: NodeJS.WriteStream): { write (line: string): void } {
-  const prettify = prettyFactory({
-    colorize: out.isTTY === true && process.env.NO_COLOR === undefined,
-    translateTime: 'SYS:HH:MM:ss.l',
-    ignore: 'pid,hostname',
-    singleLine: true
-  })
-  return { write (line) { out.write(prettify(line)) } }
-}
-
 function fail (message: string, code = 2): never {
-  process.stderr.write(`mcp-gateway: ${message}\n`)
+  process.stderr.write(`${COMMAND}: ${message}\n`)
   process.exit(code)
 }
 
@@ -96,6 +107,10 @@ try {
       'tls-key': { type: 'string' },
       'drain-timeout': { type: 'string' },
       'log-format': { type: 'string' },
+      watch: { type: 'boolean' },
+      check: { type: 'boolean' },
+      'print-config': { type: 'boolean' },
+      version: { type: 'boolean', short: 'v' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -107,6 +122,11 @@ if (args.help === true) {
   process.stdout.write(USAGE)
   process.exit(0)
 }
+if (args.version === true) {
+  process.stdout.write(`${COMMAND} ${GATEWAY_INFO.version}\n`)
+  process.exit(0)
+}
+if (args.check === true && args['print-config'] === true) fail(`--check and --print-config: give one (--print-config validates the config too)\n\n${USAGE}`)
 
 const port = Number(args.port ?? process.env.PORT ?? 3000)
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`invalid port '${args.port ?? process.env.PORT}'`)
@@ -129,19 +149,32 @@ if (configFile !== undefined && configFile !== '') {
   } catch (err) {
     fail((err as Error).message)
   }
-  for (const warning of config.warnings) process.stderr.write(`mcp-gateway: warning: ${warning}\n`)
+  for (const warning of config.warnings) process.stderr.write(`${COMMAND}: warning: ${warning}\n`)
 }
 
-// Secure by default: an address beyond loopback is reachable by others, so the gateway does
-// not serve it open unless the operator says so (`"auth": { "mode": "none" }` or --no-auth).
-if (args['no-auth'] === true && config?.security.auth !== undefined && config.security.auth.mode !== 'none') {
-  process.stderr.write('mcp-gateway: warning: --no-auth: the config\'s gateway.auth is ignored, every route is open\n')
-  config = { ...config, security: { ...config.security, auth: { ...config.security.auth, mode: 'none' } } }
-}
+const noAuth = args['no-auth'] === true
+const tlsFlags = args['tls-cert'] !== undefined
+const watchConfig = args.watch === true
 const loopback = host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
-if (!loopback && config?.security.auth === undefined && args['no-auth'] !== true) {
-  fail(`refusing to listen on ${host} without authentication: add "gateway": { "auth": { "apiKeys": [...] } } (or "jwt") to the config, or say "auth": { "mode": "none" } (or --no-auth) to run open on purpose`)
+/**
+ * What the flags make of a config, at start and on every reload alike: --no-auth over its
+ * `gateway.auth`, and, secure by default, a refusal to serve an address beyond loopback
+ * (reachable by others) open unless the operator says so (`"auth": { "mode": "none" }` or
+ * --no-auth).
+ */
+function withFlags (loaded: GatewayConfig | undefined): { config: GatewayConfig | undefined, authIgnored: boolean, refusal?: string } {
+  let flagged = loaded
+  const authIgnored = noAuth && loaded?.security.auth !== undefined && loaded.security.auth.mode !== 'none'
+  if (authIgnored && loaded?.security.auth !== undefined) flagged = { ...loaded, security: { ...loaded.security, auth: { ...loaded.security.auth, mode: 'none' } } }
+  if (!loopback && flagged?.security.auth === undefined && !noAuth) {
+    return { config: flagged, authIgnored, refusal: `refusing to listen on ${host} without authentication: add "gateway": { "auth": { "apiKeys": [...] } } (or "jwt") to the config, or say "auth": { "mode": "none" } (or --no-auth) to run open on purpose` }
+  }
+  return { config: flagged, authIgnored }
 }
+const flagged = withFlags(config)
+if (flagged.authIgnored) process.stderr.write(`${COMMAND}: warning: --no-auth: the config's gateway.auth is ignored, every route is open\n`)
+if (flagged.refusal !== undefined) fail(flagged.refusal)
+config = flagged.config
 
 // HTTPS: the flags (both or neither) over the config's `gateway.tls`.
 if ((args['tls-cert'] === undefined) !== (args['tls-key'] === undefined)) fail('--tls-cert and --tls-key go together: give both')
@@ -176,52 +209,89 @@ for (const [key, name] of [
   if (value !== undefined) limits[key] = value
 }
 
-const options = serverOptions(limits)
-let app
-try {
-  app = Fastify({
-    // Timeouts, size bounds and the answers to malformed HTTP: the same options the tests use.
-    ...options,
-    // https.createServer takes http.createServer's options (header size and timeouts) too;
-    // Fastify hands it only these, so they are passed again with the certificate.
-    ...(certificate !== undefined && { https: { ...options.http, ...certificate } }),
-    logger: {
-      level: process.env.LOG_LEVEL ?? 'info',
-      redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'req.headers["proxy-authorization"]'],
-      // Log lines and the banner go through process.stdout, one stream, so the banner is never
-      // cut into or overtaken by a log line (pino's own destination writes asynchronously).
-      stream: logFormat === 'pretty' ? prettyLines(process.stdout) : process.stdout
-    }
-  })
-} catch (err) {
-  // A certificate and key that are not PEM, or do not match.
-  fail(`cannot serve HTTPS with --tls-cert/--tls-key or gateway.tls: ${(err as Error).message}`)
-}
-limitConnections(app.server, limits)
+if (args.check === true || args['print-config'] === true) await checkOnly({ config, tls, certificate, print: args['print-config'] === true })
 
+// A certificate and key that are not PEM, or do not match, stop the start here, in one line.
+if (certificate !== undefined) {
+  try {
+    createSecureContext(certificate)
+  } catch (err) {
+    fail(`cannot serve HTTPS with --tls-cert/--tls-key or gateway.tls: ${(err as Error).message}`)
+  }
+}
+
+const options = serverOptions(limits)
+// One line per completed request at `info`, written without blocking the event loop (src/logging.ts).
+const logging = commandLogging({ format: logFormat, level: process.env.LOG_LEVEL ?? 'info' })
+const fastifyOptions = {
+  // Timeouts, size bounds and the answers to malformed HTTP: the same options the tests use.
+  ...options,
+  // https.createServer takes http.createServer's options (header size and timeouts) too;
+  // Fastify hands it only these, so they are passed again with the certificate.
+  ...(certificate !== undefined && { https: { ...options.http, ...certificate } }),
+  ...logging.fastify
+}
+const gatewayOptions = {
+  drainTimeoutMs,
+  requestLines: true,
+  defaults: {
+    ...(allowedHosts !== undefined && { allowedHosts }),
+    ...(allowedOrigins !== undefined && { allowedOrigins })
+  }
+}
+
+// With a config file, the app is rebuilt from it on SIGHUP or (--watch) when it changes
+// (src/reload.ts); without one there is nothing to reload.
+let app: FastifyInstance
+let reloading: ReloadingGateway | undefined
 try {
-  await app.register(gateway, {
-    ...(config !== undefined && { config }),
-    drainTimeoutMs,
-    defaults: {
-      ...(allowedHosts !== undefined && { allowedHosts }),
-      ...(allowedOrigins !== undefined && { allowedOrigins })
-    }
-  })
+  if (config !== undefined) {
+    const file = config.file
+    const started = config
+    app = reloading = await reloadingGateway({
+      fastify: fastifyOptions,
+      gateway: gatewayOptions,
+      config,
+      watch: watchConfig,
+      load: async () => {
+        const next = withFlags(await loadConfig(file, process.env, Object.keys(builtinServers)))
+        if (next.refusal !== undefined) throw new Error(next.refusal)
+        const loaded = next.config as GatewayConfig
+        // The listening server was made with the start's certificate.
+        if (!tlsFlags && JSON.stringify(loaded.security.tls) !== JSON.stringify(started.security.tls)) {
+          return { ...loaded, warnings: [...loaded.warnings, 'gateway.tls changed: it applies at the next start, not on a reload'] }
+        }
+        return loaded
+      }
+    })
+  } else {
+    app = Fastify(fastifyOptions)
+    await app.register(gateway, gatewayOptions)
+  }
 } catch (err) {
-  // A config entry the gateway could not act on (a module that does not load): as for an invalid config.
+  // A config entry the gateway could not act on (a module that does not load, names that
+  // collide on /mcp): as for an invalid config.
   if ((err as { code?: string }).code === 'GW_ERR_INVALID_OPTIONS') fail((err as Error).message)
   throw err
 }
-
+limitConnections(app.server, limits)
 
 // The gateway cancels what is left at the drain timeout; the margin lets those calls answer,
 // sessions close and children stop before close-with-grace gives up (exit 1). A second
-// signal exits at once.
-closeWithGrace({ delay: drainTimeoutMs + SHUTDOWN_MARGIN_MS }, async ({ signal, err }) => {
+// signal exits at once. SIGHUP reloads the config instead.
+closeWithGrace({ delay: drainTimeoutMs + SHUTDOWN_MARGIN_MS, skip: ['SIGHUP'] }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
   else app.log.info({ signal }, 'shutting down')
-  await app.close()
+  await (reloading?.shutdown() ?? app.close())
+  logging.flush()
+})
+process.on('SIGHUP', () => {
+  if (reloading === undefined) {
+    app.log.warn('SIGHUP: no config file to reload (start with --config)')
+    return
+  }
+  app.log.info('SIGHUP: reloading the config')
+  reloading.reload().catch(err => { app.log.error({ err }, 'config reload failed') })
 })
 
 try {
@@ -239,8 +309,63 @@ for (const { name, prefix, connection: server } of app.mcpRegistry.servers()) {
   const tools = server.tools().map(tool => tool.name).join(', ')
   lines.push(`  ${name.padEnd(8)} ${base}${prefix}/mcp   tools: ${server.state === 'up' ? tools : `DOWN (${server.failure ?? server.state})`}`)
 }
-if (app.hasRoute({ method: 'POST', url: '/mcp' })) lines.push(`  all      ${base}/mcp   (every server's tools as <server>_<tool>)`)
+if (app.hasRoute({ method: 'POST', url: '/mcp' })) lines.push(`  all      ${base}/mcp   (every server's tools, as <namespace>_<tool> unless configured otherwise)`)
 if (app.hasRoute({ method: 'GET', url: '/status.json' })) lines.push(`  status   ${base}/   (the status page; JSON: ${base}/status.json)`)
 lines.push(`  docs     ${base}/docs   (ReDoc: ${base}/redoc, OpenAPI: ${base}/docs/json)`)
 lines.push(`  health   ${base}/health   readiness: ${base}/ready`)
-process.stdout.write(lines.join('\n') + '\n')
+// Through the log's own stream, so the banner is never cut into or overtaken by a log line.
+logging.write(lines.join('\n') + '\n')
+
+/**
+ * --check and --print-config: everything a start validates, and nothing it does (no listening,
+ * no upstream started). Called once every flag and the config are read, so the same checks,
+ * with the same messages, have already run.
+ */
+async function checkOnly ({ config, tls, certificate, print }: {
+  config: GatewayConfig | undefined
+  /** The TLS files of the flags or the config. */
+  tls: { cert: string, key: string } | undefined
+  certificate: { cert: Buffer, key: Buffer } | undefined
+  /** --print-config rather than --check. */
+  print: boolean
+}): Promise<never> {
+  const effective: GatewayConfig = config ?? {
+    file: '',
+    servers: Object.keys(builtinServers).map(name => ({ name, kind: 'builtin', builtin: name })),
+    aggregate: { enabled: true, separator: DEFAULT_SEPARATOR },
+    security: {},
+    observability: {},
+    warnings: []
+  }
+  if (print) {
+    const shown = printableConfig(tls === undefined ? effective : { ...effective, security: { ...effective.security, tls } })
+    process.stdout.write(JSON.stringify(config === undefined ? { ...shown, file: null } : shown, null, 2) + '\n')
+    process.exit(0)
+  }
+  // What the HTTPS server would refuse at start: a certificate and key that are not PEM, or do not match.
+  if (certificate !== undefined) {
+    try {
+      createSecureContext(certificate)
+    } catch (err) {
+      fail(`cannot serve HTTPS with --tls-cert/--tls-key or gateway.tls: ${(err as Error).message}`)
+    }
+  }
+  // A module entry that does not load stops a start, so it is imported here as the gateway
+  // would (src/app.ts), with the same messages; its factory is not called.
+  for (const server of effective.servers) {
+    if (server.kind !== 'module' || server.disabled === true) continue
+    let loaded: Record<string, unknown>
+    try {
+      loaded = await import(isAbsolute(server.module) ? pathToFileURL(server.module).href : server.module) as Record<string, unknown>
+    } catch (err) {
+      fail(new InvalidOptionsError(`mcpServers.${server.name}.module: cannot load '${server.module}': ${(err as Error).message}`).message)
+    }
+    if (typeof loaded[server.export] !== 'function') fail(new InvalidOptionsError(`mcpServers.${server.name}: '${server.module}' has no function export '${server.export}'`).message)
+  }
+  const enabled = effective.servers.filter(server => server.disabled !== true)
+  const disabled = effective.servers.filter(server => server.disabled === true)
+  const source = config === undefined ? 'no config file' : effective.file
+  const listed = enabled.map(server => `${server.name} (${server.kind} at ${server.prefix ?? `/${server.name}`})`).join(', ')
+  process.stdout.write(`OK: ${source}: ${enabled.length} server${enabled.length === 1 ? '' : 's'}: ${listed}${disabled.length > 0 ? `; disabled: ${disabled.map(server => server.name).join(', ')}` : ''}\n`)
+  process.exit(0)
+}

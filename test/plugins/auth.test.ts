@@ -299,5 +299,5 @@ t.test('the command refuses to listen beyond loopback without authentication', a
   const [code] = await once(child, 'exit')
   t.equal(code, 2)
   t.equal(output.trim().split('\n').length, 1, 'one line')
-  t.match(output, /^mcp-gateway: refusing to listen on 0\.0\.0\.0 without authentication: add "gateway": \{ "auth": .*"mode": "none".*--no-auth/)
+  t.match(output, /^fastify-mcp-gateway: refusing to listen on 0\.0\.0\.0 without authentication: add "gateway": \{ "auth": .*"mode": "none".*--no-auth/)
 })

@@ -38,6 +38,8 @@ t.test('--help documents the flags and exits 0', async t => {
   t.match(child.output(), /--port N/)
   t.match(child.output(), /--host ADDR/)
   t.match(child.output(), /--config FILE/)
+  t.match(child.output(), /^Usage: fastify-mcp-gateway /)
+  for (const flag of ['--check', '--print-config', '--version']) t.match(child.output(), new RegExp(`^\\s+(-v, )?${flag}\\s`, 'm'), flag)
 })
 
 t.test('an unknown flag exits 2 with the usage', async t => {
@@ -53,7 +55,7 @@ t.test('a port already in use ends the start with one line naming it, exit 1', a
   const port = (blocker.address() as { port: number }).port
   const child = run(['--port', String(port)])
   t.equal(await exited(child), 1)
-  t.equal(child.output().trim(), `mcp-gateway: port ${port} on 127.0.0.1 is already in use`)
+  t.equal(child.output().trim(), `fastify-mcp-gateway: port ${port} on 127.0.0.1 is already in use`)
 })
 
 t.test('it prints where everything is, serves, and exits 0 on SIGTERM', async t => {
@@ -136,6 +138,30 @@ t.test('a module entry runs its factory in process; one that does not load exits
   t.equal(await exited(broken), 2)
   t.match(broken.output(), /mcpServers\.gone\.module: cannot load '.*no-such-file\.mjs'/)
   t.notMatch(broken.output(), /listening/)
+})
+
+t.test('--check loads module entries as a start does: one that does not load exits 2 with the same message', async t => {
+  const dir = t.testdir({
+    'good.mjs': 'export function createServer () { throw new Error("--check must not build the server") }\n',
+    'good.json': JSON.stringify({ mcpServers: { mine: { module: './good.mjs', export: 'createServer' } } }),
+    'broken.json': JSON.stringify({ mcpServers: { gone: { module: './no-such-file.mjs' } } }),
+    'unexported.json': JSON.stringify({ mcpServers: { mine: { module: './good.mjs', export: 'build' } } })
+  })
+  const good = run(['--check', '--config', `${dir}/good.json`])
+  t.equal(await exited(good), 0, good.output())
+  t.equal(good.output(), `OK: ${dir}/good.json: 1 server: mine (module at /mine)\n`)
+  for (const file of ['broken.json', 'unexported.json']) {
+    const checked = run(['--check', '--config', `${dir}/${file}`])
+    t.equal(await exited(checked), 2)
+    const started = run(['--config', `${dir}/${file}`, '--port', '0'])
+    t.equal(await exited(started), 2)
+    // Node's own message names the importing file: src/app.ts at a start, src/server.ts here.
+    const importer = (output: string): string => output.replace(/imported from \S+/, 'imported from <gateway>')
+    t.equal(importer(checked.output()), importer(started.output()), `${file}: the start's message`)
+  }
+  const broken = run(['--check', '--config', `${dir}/broken.json`])
+  await exited(broken)
+  t.match(broken.output(), /^fastify-mcp-gateway: Invalid options: mcpServers\.gone\.module: cannot load '.*no-such-file\.mjs'/)
 })
 
 t.test('SIGTERM drains: calls in flight past --drain-timeout are answered with an error and cancelled upstream, and the exit is 0', async t => {
