@@ -19,10 +19,18 @@
  * - the scenarios that name no tool or prompt against the aggregated endpoint `/mcp`,
  *   where every name carries its server's prefix (see `AGGREGATE_SKIPPED`);
  * - the generic scenarios against the built-in `greet` server, with sessions and with
- *   `stateless: true`, so a plain server is covered too.
+ *   `stateless: true`, so a plain server is covered too;
+ * - every server scenario through `/mcp` of a third gateway that mounts only the fixture,
+ *   un-namespaced (`"namespace": false`), so `/mcp` serves its tools by their own names;
+ *   run once the gateway has that field (see `flatGateway`);
+ * - every client scenario but `auth/*` (see `CLIENT_NOT_RUN`): the suite starts a server of
+ *   its own and runs `conformance/client.ts`, which starts a gateway with that server as
+ *   its upstream and drives it over REST or as an MCP client (see that file), so the
+ *   gateway is checked as a client too.
  *
- * Each scenario's `checks.json` is kept under `conformance/results/`. Prints one
- * `N passed, M failed` line per run and a total; exits 1 if any scenario failed.
+ * Each scenario's `checks.json` is kept under `conformance/results/` (a client scenario's
+ * beside the driver's `stdout.txt` and `stderr.txt`). Prints one `N passed, M failed` line per
+ * run, the server and client figures, and a total; exits 1 if any scenario failed.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -31,8 +39,9 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import gateway from '../src/app.js'
-import { parseConfig } from '../src/config.js'
+import { parseConfig, type GatewayConfig } from '../src/config.js'
 import { createConformanceServer } from '../test/fixtures/conformance/server.js'
+import { SCENARIOS, type Via } from './client.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const NODE22_VERSION = '22.23.3'
@@ -46,35 +55,58 @@ const SCENARIO_TIMEOUT_MS = 60_000
  * upstream at once would fail each other's scenarios, so each upstream has its own lane.
  * The aggregated endpoint reaches every server (it gathers resource and prompt lists from
  * all of them, sets the log level on all, and reads a resource from the last server that
- * lists it, here `conformance-http`), so it runs last, alone.
+ * lists it, here `conformance-http`), so it runs last, with no other lane on its gateway.
+ * The un-namespaced `/mcp` (`flat`) is a gateway of its own, and each client scenario
+ * starts one, so those lanes share nothing with the others. The client lane runs in the
+ * second phase, under the lighter load: `sse-retry` times the gateway's reconnection to
+ * within 200 ms.
  */
-type Lane = 'fixture' | 'greet' | 'stdio' | 'http' | 'aggregate'
-const PHASES: Lane[][] = [['fixture', 'greet', 'stdio', 'http'], ['aggregate']]
+type Lane = 'fixture' | 'greet' | 'stdio' | 'http' | 'flat' | 'aggregate' | 'client'
+const PHASES: Lane[][] = [['fixture', 'greet', 'stdio', 'http', 'flat'], ['aggregate', 'client']]
 
-interface Run {
+/** The gateways the server runs reach: the main one, and the one that mounts only the fixture, un-namespaced. */
+type Target = 'main' | 'flat'
+
+interface BaseRun {
   label: string
   suite: 'conformance-0.1' | 'conformance-0.2'
   specVersion?: string
-  path: string
-  /** The scenarios to run one by one, or `all` for the whole suite in one invocation. */
-  scenarios: string[] | 'all'
   lane: Lane
-  /** How many of `scenarios` run at once. Default 1. */
+  /** How many scenarios run at once. Default 1. */
   concurrency?: number
   /** Scenarios of this suite line and spec version left out on purpose, with the reason. */
   skipped?: Record<string, string>
 }
+
+/** The suite's `server` mode against one endpoint of a gateway of ours. */
+interface ServerRun extends BaseRun {
+  mode: 'server'
+  /** Default `main`. */
+  target?: Target
+  path: string
+  /** The scenarios to run one by one, or `all` for the whole suite in one invocation. */
+  scenarios: string[] | 'all'
+}
+
+/** The suite's `client` mode: each scenario run once per way the driver reaches the gateway. */
+interface ClientRun extends BaseRun {
+  mode: 'client'
+  /** `via` undefined: a scenario the driver does not know, which fails and so shows up. */
+  cases: Array<{ scenario: string, via: Via | undefined }>
+}
+
+type Run = ServerRun | ClientRun
 
 /** The generic scenarios: what any plain MCP server must pass, whatever its tools. */
 const LEGACY_GENERIC = ['server-initialize', 'ping', 'tools-list', 'logging-set-level', 'dns-rebinding-protection']
 const MODERN_GENERIC = ['tools-list', 'http-header-validation', 'dns-rebinding-protection', 'server-sse-multiple-streams']
 
 /** Every server scenario against the fixture at `path`, on both suite lines and both spec versions. */
-function fixtureRuns (target: string, path: string, lane: Lane): Run[] {
+function fixtureRuns (name: string, path: string, lane: Lane, target: Target = 'main'): ServerRun[] {
   return [
-    { label: `0.1.16 ${target} ${path}`, suite: 'conformance-0.1', path, scenarios: 'all', lane },
-    { label: `0.2.0-alpha.12 @2025-11-25 ${target} ${path}`, suite: 'conformance-0.2', specVersion: '2025-11-25', path, scenarios: 'all', lane },
-    { label: `0.2.0-alpha.12 @2026-07-28 ${target} ${path}`, suite: 'conformance-0.2', specVersion: '2026-07-28', path, scenarios: 'all', lane }
+    { mode: 'server', label: `0.1.16 ${name} ${path}`, suite: 'conformance-0.1', target, path, scenarios: 'all', lane },
+    { mode: 'server', label: `0.2.0-alpha.12 @2025-11-25 ${name} ${path}`, suite: 'conformance-0.2', specVersion: '2025-11-25', target, path, scenarios: 'all', lane },
+    { mode: 'server', label: `0.2.0-alpha.12 @2026-07-28 ${name} ${path}`, suite: 'conformance-0.2', specVersion: '2026-07-28', target, path, scenarios: 'all', lane }
   ]
 }
 
@@ -110,7 +142,7 @@ const AGGREGATE_SKIPPED: Record<string, string> = {
 }
 
 /** The fixture runs against `/mcp`, less `AGGREGATE_SKIPPED`; `all` holds each run's scenarios by `suiteKey`. */
-function aggregateRuns (all: Record<string, string[]>): Run[] {
+function aggregateRuns (all: Record<string, string[]>): ServerRun[] {
   return fixtureRuns('aggregate', '/mcp', 'aggregate').map(run => {
     const scenarios = all[suiteKey(run)] ?? []
     return {
@@ -124,12 +156,12 @@ function aggregateRuns (all: Record<string, string[]>): Run[] {
   })
 }
 
-const RUNS: Run[] = [
+const RUNS: ServerRun[] = [
   ...fixtureRuns('fixture', '/conformance/mcp', 'fixture'),
   ...['/greet/mcp', '/greet-stateless/mcp'].flatMap(path => [
-    { label: `0.1.16 ${path}`, suite: 'conformance-0.1', path, scenarios: LEGACY_GENERIC, lane: 'greet' } satisfies Run,
-    { label: `0.2.0-alpha.12 @2025-11-25 ${path}`, suite: 'conformance-0.2', specVersion: '2025-11-25', path, scenarios: [...LEGACY_GENERIC, 'server-session-lifecycle'], lane: 'greet' } satisfies Run,
-    { label: `0.2.0-alpha.12 @2026-07-28 ${path}`, suite: 'conformance-0.2', specVersion: '2026-07-28', path, scenarios: MODERN_GENERIC, lane: 'greet' } satisfies Run
+    { mode: 'server', label: `0.1.16 ${path}`, suite: 'conformance-0.1', path, scenarios: LEGACY_GENERIC, lane: 'greet' } satisfies ServerRun,
+    { mode: 'server', label: `0.2.0-alpha.12 @2025-11-25 ${path}`, suite: 'conformance-0.2', specVersion: '2025-11-25', path, scenarios: [...LEGACY_GENERIC, 'server-session-lifecycle'], lane: 'greet' } satisfies ServerRun,
+    { mode: 'server', label: `0.2.0-alpha.12 @2026-07-28 ${path}`, suite: 'conformance-0.2', specVersion: '2026-07-28', path, scenarios: MODERN_GENERIC, lane: 'greet' } satisfies ServerRun
   ]),
   // Through an upstream, `server-sse-polling` passes with fewer checks than in process (3
   // rather than 10 at 2025-11-25): the fixture's `ctx.http.closeSSE()` closes the upstream's
@@ -139,6 +171,48 @@ const RUNS: Run[] = [
   ...fixtureRuns('stdio upstream', '/conformance-stdio/mcp', 'stdio'),
   ...fixtureRuns('http upstream', '/conformance-http/mcp', 'http')
 ]
+
+/** The fixture's whole server suite through `/mcp` of the gateway that mounts only the fixture, un-namespaced. */
+const FLAT_RUNS: ServerRun[] = fixtureRuns('un-namespaced', '/mcp', 'flat', 'flat')
+
+/**
+ * Client scenarios not run, by name prefix, with the reason. They check a client's OAuth
+ * flow towards a server that demands it; the gateway sends an upstream only the static
+ * `headers` of its config entry, and OAuth towards upstreams is a later issue.
+ */
+const CLIENT_NOT_RUN: Record<string, string> = {
+  'auth/': 'OAuth towards upstreams is a later issue: the gateway sends an upstream only the static headers of its config'
+}
+
+/** The client runs: per suite line and spec version, each client scenario the suite lists, once per way (`SCENARIOS` in client.ts). */
+function clientRuns (node: string): ClientRun[] {
+  const require = createRequire(import.meta.url)
+  const runs: Array<Pick<ClientRun, 'label' | 'suite' | 'specVersion'>> = [
+    { label: '0.1.16 client', suite: 'conformance-0.1' },
+    { label: '0.2.0-alpha.12 @2025-11-25 client', suite: 'conformance-0.2', specVersion: '2025-11-25' },
+    { label: '0.2.0-alpha.12 @2026-07-28 client', suite: 'conformance-0.2', specVersion: '2026-07-28' }
+  ]
+  return runs.map(run => {
+    const cli = join(dirname(require.resolve(`${run.suite}/package.json`)), 'dist', 'index.js')
+    const output = execFileSync(node, [cli, 'list', '--client', ...(run.specVersion === undefined ? [] : ['--spec-version', run.specVersion])], { encoding: 'utf8' })
+    const listed = [...output.matchAll(/^\s+- (\S+)/gm)].map(match => match[1] as string)
+    const reasonFor = (scenario: string): string | undefined => Object.entries(CLIENT_NOT_RUN).find(([prefix]) => scenario.startsWith(prefix))?.[1]
+    return {
+      ...run,
+      mode: 'client',
+      lane: 'client',
+      // Each case starts a gateway of its own, so they may run side by side; two at a time
+      // keeps `sse-retry`'s timing honest on two cores.
+      concurrency: 2,
+      cases: listed.filter(scenario => reasonFor(scenario) === undefined)
+        .flatMap(scenario => (SCENARIOS[scenario]?.ways ?? [undefined]).map(via => ({ scenario, via }))),
+      skipped: Object.fromEntries(listed.flatMap(scenario => {
+        const reason = reasonFor(scenario)
+        return reason === undefined ? [] : [[scenario, reason]]
+      }))
+    }
+  })
+}
 
 /** Node 22 for the suite, installed from the npm registry into `.cache/` on first use. */
 function node22 (): string {
@@ -157,14 +231,27 @@ function node22 (): string {
 
 interface Outcome { scenario: string, passed: boolean, summary: string, failures: string[] }
 
-/** Runs the suite CLI once: one scenario, or the whole suite with `all`. */
-function runSuite (node: string, cli: string, url: string, run: Run, scenario: string, outputDir: string): Promise<{ passed: boolean, summary: string, output: string }> {
-  const args = [cli, 'server', '--url', url, '-o', outputDir, ...(scenario === 'all' ? ['--suite', 'all'] : ['--scenario', scenario])]
-  // 0.1.16 has no --timeout; the kill below bounds every scenario either way.
-  if (run.suite === 'conformance-0.2') args.push('--timeout', String(SCENARIO_TIMEOUT_MS))
+/**
+ * The command the suite's client mode runs, the scenario server's URL appended: the driver
+ * under the machine's Node. The suite splits it on spaces and hands it to a shell, so
+ * `exec` makes the driver the process the suite's timeout kills.
+ */
+function driverCommand (via: Via | undefined): string {
+  const command = ['exec', process.execPath, '--import', 'tsx', join(root, 'conformance', 'client.ts'), ...(via === undefined ? [] : ['--via', via])]
+  if (command.some(part => /\s/.test(part))) throw new Error(`the suite splits its client command on spaces, so it cannot run ${command.join(' ')}`)
+  return command.join(' ')
+}
+
+/** Runs the suite CLI once: one scenario, or the whole suite with `all`, against a server (`url`) or the driver (`via`). */
+function runSuite (node: string, cli: string, run: Run, target: { url: string } | { via: Via | undefined }, scenario: string, outputDir: string): Promise<{ passed: boolean, summary: string, output: string }> {
+  const args = [cli, run.mode, ...('url' in target ? ['--url', target.url] : ['--command', driverCommand(target.via)]), '-o', outputDir, ...(scenario === 'all' ? ['--suite', 'all'] : ['--scenario', scenario])]
+  // 0.1.16 has no --timeout in server mode; the kill below bounds every scenario either way.
+  // In client mode it bounds the driver's whole run.
+  if (run.suite === 'conformance-0.2' || run.mode === 'client') args.push('--timeout', String(SCENARIO_TIMEOUT_MS))
   if (run.specVersion !== undefined) args.push('--spec-version', run.specVersion)
   return new Promise((resolve, reject) => {
-    const child = spawn(node, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' } })
+    // From the root, where the driver's `--import tsx` resolves.
+    const child = spawn(node, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' } })
     let output = ''
     child.stdout.on('data', chunk => { output += chunk })
     child.stderr.on('data', chunk => { output += chunk })
@@ -189,58 +276,81 @@ function oneLine (check: Check): string {
 
 /**
  * Per-scenario outcomes of a suite invocation, read from the `checks.json` each scenario
- * leaves in its own folder: a scenario passes when none of its checks failed.
+ * leaves in its own folder: a scenario passes when none of its checks failed. Warnings are
+ * listed apart: the client mode counts them as failures, the server mode does not.
  */
-function outcomesIn (outputDir: string): Outcome[] {
+function outcomesIn (outputDir: string): Array<Outcome & { warnings: string[], folder: string }> {
   if (!existsSync(outputDir)) return []
   return readdirSync(outputDir).sort().map(folder => {
     const checks = JSON.parse(readFileSync(join(outputDir, folder, 'checks.json'), 'utf8')) as Check[]
     const failed = checks.filter(check => check.status === 'FAILURE')
-    const warnings = checks.filter(check => check.status === 'WARNING').length
+    const warnings = checks.filter(check => check.status === 'WARNING')
     const scenario = folder.replace(/^server-/, '').replace(/-\d{4}-\d{2}-\d{2}T.*$/, '')
     return {
       scenario,
+      folder: join(outputDir, folder),
       passed: failed.length === 0,
-      summary: `${checks.length - failed.length - warnings} passed, ${failed.length} failed, ${warnings} warnings`,
-      failures: failed.map(oneLine)
+      summary: `${checks.length - failed.length - warnings.length} passed, ${failed.length} failed, ${warnings.length} warnings`,
+      failures: failed.map(oneLine),
+      warnings: warnings.map(check => `(warning) ${oneLine(check)}`)
     }
   })
 }
 
+/**
+ * One client case: the suite's verdict (its exit code: no failed check, no warning, no
+ * timeout, the driver exited 0), with the failed checks and, when the driver failed, its
+ * own reason from the `stderr.txt` the suite keeps.
+ */
+async function clientCase (node: string, cli: string, run: ClientRun, scenario: string, via: Via | undefined, caseDir: string): Promise<Outcome> {
+  const result = await runSuite(node, cli, run, { via }, scenario, caseDir)
+  const [found] = outcomesIn(caseDir)
+  const failures = [...found?.failures ?? [], ...found?.warnings ?? []]
+  if (!result.passed) {
+    const stderr = found === undefined ? '' : readFileSync(join(found.folder, 'stderr.txt'), 'utf8')
+    const reason = stderr.split('\n').find(line => / failed: |^no drive|^usage|held by/.test(line))
+    if (reason !== undefined) failures.push(`(driver) ${reason.length > 300 ? `${reason.slice(0, 300)}...` : reason}`)
+    for (const line of result.output.split('\n')) if (/TIMED OUT|EXITED WITH ERROR|Client test error/.test(line)) failures.push(`(suite) ${line.trim()}`)
+  }
+  return { scenario: via === undefined ? scenario : `${scenario} (${via})`, passed: result.passed, summary: found?.summary ?? result.summary, failures }
+}
+
 /** One run's scenarios; returns its printed report and counts. */
-async function execute (node: string, run: Run, port: number, resultsDir: string): Promise<{ report: string, passed: number, failed: number }> {
+async function execute (node: string, run: Run, ports: Record<Target, number>, resultsDir: string): Promise<{ report: string, passed: number, failed: number }> {
   const require = createRequire(import.meta.url)
   const cli = join(dirname(require.resolve(`${run.suite}/package.json`)), 'dist', 'index.js')
-  const url = `http://localhost:${port}${run.path}`
   const runDir = join(resultsDir, run.label.replaceAll(/[^A-Za-z0-9.-]+/g, '_'))
   const outcomes: Outcome[] = []
-  if (run.scenarios === 'all') {
-    const result = await runSuite(node, cli, url, run, 'all', runDir)
+  if (run.mode === 'server' && run.scenarios === 'all') {
+    const url = `http://localhost:${ports[run.target ?? 'main']}${run.path}`
+    const result = await runSuite(node, cli, run, { url }, 'all', runDir)
     outcomes.push(...outcomesIn(runDir))
     if (outcomes.length === 0 || (!result.passed && outcomes.every(outcome => outcome.passed))) {
       // The CLI failed without a failed scenario to show for it: count that as a failure.
       outcomes.push({ scenario: '(suite run)', passed: false, summary: result.output.split('\n').slice(-5).join(' | '), failures: [] })
     }
   } else {
-    const scenarios = run.scenarios
-    const one = async (scenario: string): Promise<Outcome> => {
-      const scenarioDir = join(runDir, scenario)
-      const result = await runSuite(node, cli, url, run, scenario, scenarioDir)
-      const failures = outcomesIn(scenarioDir).flatMap(outcome => outcome.failures)
-      return {
-        scenario,
-        passed: result.passed,
-        summary: result.summary,
-        failures: failures.length > 0 || result.passed ? failures : result.output.split('\n').filter(line => /FAILURE|Error|error:/.test(line))
-      }
-    }
-    // A pool of `concurrency` workers; outcomes keep the order of `scenarios`.
+    const jobs: Array<() => Promise<Outcome>> = run.mode === 'client'
+      ? run.cases.map(({ scenario, via }) => async () => await clientCase(node, cli, run, scenario, via, join(runDir, `${scenario}${via === undefined ? '' : `-${via}`}`.replaceAll('/', '_'))))
+      : (run.scenarios as string[]).map(scenario => async () => {
+          const url = `http://localhost:${ports[run.target ?? 'main']}${run.path}`
+          const scenarioDir = join(runDir, scenario)
+          const result = await runSuite(node, cli, run, { url }, scenario, scenarioDir)
+          const failures = outcomesIn(scenarioDir).flatMap(outcome => outcome.failures)
+          return {
+            scenario,
+            passed: result.passed,
+            summary: result.summary,
+            failures: failures.length > 0 || result.passed ? failures : result.output.split('\n').filter(line => /FAILURE|Error|error:/.test(line))
+          }
+        })
+    // A pool of `concurrency` workers; outcomes keep the order of the jobs.
     const results: Outcome[] = []
     let next = 0
-    await Promise.all(Array.from({ length: Math.min(run.concurrency ?? 1, scenarios.length) }, async () => {
-      while (next < scenarios.length) {
+    await Promise.all(Array.from({ length: Math.min(run.concurrency ?? 1, jobs.length) }, async () => {
+      while (next < jobs.length) {
         const index = next++
-        results[index] = await one(scenarios[index] as string)
+        results[index] = await (jobs[index] as () => Promise<Outcome>)()
       }
     }))
     outcomes.push(...results)
@@ -254,8 +364,25 @@ async function execute (node: string, run: Run, port: number, resultsDir: string
     report += `  ${outcome.passed ? 'PASS' : 'FAIL'}  ${outcome.scenario.padEnd(45)} ${outcome.summary}\n`
     for (const failure of outcome.failures) report += `          ${failure}\n`
   }
-  for (const [scenario, reason] of Object.entries(run.skipped ?? {})) report += `  SKIP  ${scenario.padEnd(45)} ${reason}\n`
-  report += `${run.label}: ${passed} passed, ${failed} failed${run.skipped === undefined ? '' : `, ${Object.keys(run.skipped).length} skipped`}\n\n`
+  const skipped = Object.entries(run.skipped ?? {})
+  if (run.mode === 'server') {
+    for (const [scenario, reason] of skipped) report += `  SKIP  ${scenario.padEnd(45)} ${reason}\n`
+  } else {
+    // Client scenarios are left out by family, for one reason each: one line per reason.
+    for (const reason of new Set(Object.values(run.skipped ?? {}))) {
+      const scenarios = skipped.flatMap(([scenario, given]) => given === reason ? [scenario] : [])
+      report += `  NOT RUN  ${scenarios.length} scenarios: ${reason}\n`
+      const lines = scenarios.reduce<string[]>((wrapped, scenario) => {
+        const last = wrapped.at(-1)
+        if (last === undefined) return [scenario]
+        if (last.length + scenario.length < 100) wrapped[wrapped.length - 1] = `${last}, ${scenario}`
+        else wrapped.splice(-1, 1, `${last},`, scenario)
+        return wrapped
+      }, [])
+      for (const line of lines) report += `          ${line}\n`
+    }
+  }
+  report += `${run.label}: ${passed} passed, ${failed} failed${run.skipped === undefined ? '' : `, ${skipped.length} ${run.mode === 'client' ? 'not run' : 'skipped'}`}\n\n`
   return { report, passed, failed }
 }
 
@@ -285,24 +412,56 @@ async function upstreamGateway (): Promise<FastifyInstance> {
   return upstream
 }
 
+/**
+ * The gateway of the flat lane: only the fixture, mounted un-namespaced, so `/mcp` serves
+ * `test_simple_text` as it is. Or, while the gateway cannot do that yet (issue 16, item 4),
+ * why not: an unknown config field is only warned about (see src/config.ts), so the fixture
+ * would be mounted namespaced and the lane would measure nothing.
+ */
+async function flatGateway (): Promise<FastifyInstance | string> {
+  const fixture = join(root, 'test', 'fixtures', 'conformance')
+  let config: GatewayConfig
+  try {
+    config = parseConfig(JSON.stringify({
+      mcpServers: { conformance: { module: join(fixture, 'server.ts'), export: 'createConformanceServer', namespace: false } }
+    }), join(root, 'conformance', 'gateway-flat.json'))
+  } catch (err) {
+    return `the config refuses "namespace": false: ${(err as Error).message}`
+  }
+  if (config.warnings.some(warning => warning.includes('.namespace'))) return 'the config has no per-server "namespace" field yet'
+  const app = Fastify({ logger: { level: 'warn' } })
+  await app.register(gateway, { config })
+  await app.ready()
+  // Read structurally: the field is newer than this lane.
+  if (!app.mcpRegistry.servers().every(server => 'namespace' in server && server.namespace === false)) {
+    await app.close()
+    return 'the config reads "namespace", but the gateway does not hand it to the mount yet'
+  }
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return app
+}
+
 function portOf (app: FastifyInstance): number {
   const address = app.server.address()
   return typeof address === 'object' && address !== null ? address.port : 0
 }
 
 async function main (): Promise<number> {
+  const started = Date.now()
   const node = node22()
   const resultsDir = join(root, 'conformance', 'results')
   rmSync(resultsDir, { recursive: true, force: true })
-  const runs = [...RUNS, ...aggregateRuns(suiteScenarios(node))]
+  const flat = await flatGateway()
+  const flatApp = typeof flat === 'string' ? undefined : flat
+  if (flatApp === undefined) process.stdout.write(`NOT RUN: the fixture un-namespaced behind /mcp (${FLAT_RUNS.length} runs): ${flat as string} (issue 16, item 4)\n\n`)
+  const runs: Run[] = [...RUNS, ...(flatApp === undefined ? [] : FLAT_RUNS), ...aggregateRuns(suiteScenarios(node)), ...clientRuns(node)]
 
   const upstream = await upstreamGateway()
   const app = Fastify({ logger: { level: 'warn' } })
   // Reports are printed in the order of `runs`, each once every run before it is done.
   const reports: Array<string | undefined> = runs.map(() => undefined)
   let printed = 0
-  let passed = 0
-  let failed = 0
+  const counts = { server: { passed: 0, failed: 0 }, client: { passed: 0, failed: 0 } }
   try {
     const fixture = join(root, 'test', 'fixtures', 'conformance')
     // `file` only names the config in messages and anchors relative paths: there is no file.
@@ -318,18 +477,20 @@ async function main (): Promise<number> {
     }), join(root, 'conformance', 'gateway.json'))
     await app.register(gateway, { config })
     await app.listen({ port: 0, host: '127.0.0.1' })
-    const port = portOf(app)
-    for (const { name, connection } of app.mcpRegistry.servers()) {
-      // Its scenarios still run, and fail, so the counts show it.
-      if (connection.state !== 'up') process.stdout.write(`server '${name}' is ${connection.state}: ${connection.failure ?? 'no reason given'}\n`)
+    const ports: Record<Target, number> = { main: portOf(app), flat: flatApp === undefined ? 0 : portOf(flatApp) }
+    for (const gatewayApp of [app, flatApp]) {
+      for (const { name, connection } of gatewayApp?.mcpRegistry.servers() ?? []) {
+        // Its scenarios still run, and fail, so the counts show it.
+        if (connection.state !== 'up') process.stdout.write(`server '${name}' is ${connection.state}: ${connection.failure ?? 'no reason given'}\n`)
+      }
     }
     for (const phase of PHASES) {
       await Promise.all(phase.map(async lane => {
         for (const [index, run] of runs.entries()) {
           if (run.lane !== lane) continue
-          const result = await execute(node, run, port, resultsDir)
-          passed += result.passed
-          failed += result.failed
+          const result = await execute(node, run, ports, resultsDir)
+          counts[run.mode].passed += result.passed
+          counts[run.mode].failed += result.failed
           reports[index] = result.report
           while (reports[printed] !== undefined) process.stdout.write(reports[printed++] as string)
         }
@@ -337,10 +498,16 @@ async function main (): Promise<number> {
     }
   } finally {
     await app.close()
+    await flatApp?.close()
     await upstream.close()
   }
-  process.stdout.write(`conformance: ${passed} passed, ${failed} failed\n`)
-  return failed === 0 ? 0 : 1
+  const { server, client } = counts
+  const notRun = runs.reduce((sum, run) => sum + (run.mode === 'client' ? Object.keys(run.skipped ?? {}).length : 0), 0)
+  process.stdout.write(`server scenarios: ${server.passed} passed, ${server.failed} failed\n`)
+  process.stdout.write(`client scenarios, once per way the driver reaches the gateway: ${client.passed} passed, ${client.failed} failed; ${notRun} not run (auth/*)\n`)
+  process.stdout.write(`took ${Math.round((Date.now() - started) / 1000)} s\n`)
+  process.stdout.write(`conformance: ${server.passed + client.passed} passed, ${server.failed + client.failed} failed\n`)
+  return server.failed + client.failed === 0 ? 0 : 1
 }
 
 process.exitCode = await main()
