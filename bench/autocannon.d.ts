@@ -11,6 +11,8 @@ declare module 'autocannon' {
       connections?: number
       /** Seconds. */
       duration?: number
+      /** Requests to make in all, in place of `duration`. */
+      amount?: number
       /** Seconds before a request counts as a timeout (and an error). */
       timeout?: number
       /** Requests sent in turn on each connection; `setupRequest` rebuilds one before each send. */

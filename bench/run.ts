@@ -9,8 +9,18 @@
  * or without cores 0 and 1, nothing is pinned and the output says so.
  *
  * Flags: --rounds N (3), --duration S (5), --warmup S (2), --connections 10,50,
- * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,proxy-session,proxy-stateless,auth-rest,auth-mcp,metrics-rest,metrics-mcp
- * (a prefix such as `proxy` or `mcp` selects every scenario named `<prefix>-…`).
+ * --only rest,mcp-modern,mcp-legacy-stateless,mcp-legacy-session,info-rest,info-mcp-modern,info-mcp-legacy-stateless,
+ * info-mcp-legacy-session,proxy-session,proxy-stateless,auth-rest,auth-mcp,metrics-rest,metrics-mcp
+ * (a prefix such as `proxy`, `mcp` or `info` selects every scenario named `<prefix>-…`),
+ * --soak (with --soak-requests N, default 1,000,000): in place of the comparisons, each
+ * selected gateway path takes N requests at the largest --connections, and the heap after a
+ * full collection is compared before and after.
+ *
+ * Besides throughput and latency, each target measures itself per round (bench/targets/
+ * meter.ts): CPU time, bytes allocated and garbage collections of its process, reported per
+ * request. Bare Fastify is measured at every concurrency, so its p99 stands beside each ratio.
+ * The gateway runs at log level 'warn' (the `gateway` target) and at the default 'info'
+ * (`gateway-info`, the `info-…` scenarios).
  * Exit code: 0 unless a request failed or a target did not start or died.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -32,10 +42,16 @@ const RESULTS_DIR = join(ROOT, 'bench', 'results')
 
 const STARTUP_TIMEOUT_MS = 20_000
 const PROBE_TIMEOUT_MS = 5_000
+/** A full collection of a large heap takes a while; a round's figures take no time. */
+const METER_TIMEOUT_MS = 30_000
 const STOP_GRACE_MS = 3_000
 const GREETING = 'Hello, Ada!'
 
-const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, auth: 0.85, metrics: 0.90, p99Ms: 20, p99AtConnections: 50 }
+const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, auth: 0.85, metrics: 0.90, p99Ms: 20, p99AtConnections: 50, p99OverBare: 2 }
+// Allowed growth of the heap after a full collection over a soak.
+const SOAK_HEAP_GROWTH = 0.05
+// The slowest rate a soak is expected to run at, for the run's time bound only.
+const SOAK_MIN_REQ_PER_SEC = 1500
 // Allowed RSS drift between the first and the last round before "flat" becomes a MISS.
 const RSS_FLAT_MB = 5
 const RSS_FLAT_SHARE = 0.05
@@ -74,9 +90,12 @@ function reexecPinned (): void {
 // ---------------------------------------------------------------------------------------
 // What is measured
 
-type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless' | 'auth-gateway' | 'metrics-off'
-type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' | 'proxy-session' | 'proxy-stateless' | 'auth-rest' | 'auth-mcp' | 'metrics-rest' | 'metrics-mcp'
+type TargetName = 'bare' | 'sdk' | 'gateway' | 'gateway-info' | 'gateway-proxy' | 'supergateway' | 'supergateway-stateless' | 'auth-gateway' | 'metrics-off'
+type ScenarioName = 'rest' | 'mcp-modern' | 'mcp-legacy-stateless' | 'mcp-legacy-session' |
+  'info-rest' | 'info-mcp-modern' | 'info-mcp-legacy-stateless' | 'info-mcp-legacy-session' |
+  'proxy-session' | 'proxy-stateless' | 'auth-rest' | 'auth-mcp' | 'metrics-rest' | 'metrics-mcp'
 type PathKey = 'gateway-rest' | 'bare-rest' | 'gateway-modern' | 'sdk-modern' | 'gateway-legacy-stateless' | 'sdk-legacy' | 'gateway-legacy-session' |
+  'info-rest' | 'info-modern' | 'info-legacy-stateless' | 'info-legacy-session' |
   'gateway-proxy-session' | 'supergateway-session' | 'gateway-proxy-stateless' | 'supergateway-stateless' | 'auth-gateway-rest' | 'auth-gateway-modern' |
   'metrics-off-rest' | 'metrics-off-modern'
 
@@ -145,6 +164,10 @@ const PATHS: Record<PathKey, PathSpec> = {
   'gateway-legacy-stateless': { target: 'gateway', what: 'POST /greet-stateless/mcp (2025, stateless)', url: '/greet-stateless/mcp', headers: MCP_HEADERS, body: LEGACY_BODY, expect: GREETING },
   'sdk-legacy': { target: 'sdk', what: 'POST /mcp (2025, stateless)', url: '/mcp', headers: MCP_HEADERS, body: LEGACY_BODY, expect: GREETING },
   'gateway-legacy-session': { target: 'gateway', what: 'POST /greet/mcp (2025, in a session)', url: '/greet/mcp', headers: { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL }, body: LEGACY_BODY, expect: GREETING, session: legacyCall },
+  'info-rest': { target: 'gateway-info', what: 'POST /greet/tools/echoHai (log info)', url: '/greet/tools/echoHai', headers: JSON_HEADERS, body: '{"userName":"Ada"}', expect: GREETING },
+  'info-modern': { target: 'gateway-info', what: 'POST /greet/mcp (2026-07-28, log info)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING },
+  'info-legacy-stateless': { target: 'gateway-info', what: 'POST /greet-stateless/mcp (2025, stateless, log info)', url: '/greet-stateless/mcp', headers: MCP_HEADERS, body: LEGACY_BODY, expect: GREETING },
+  'info-legacy-session': { target: 'gateway-info', what: 'POST /greet/mcp (2025, in a session, log info)', url: '/greet/mcp', headers: { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL }, body: LEGACY_BODY, expect: GREETING, session: legacyCall },
   'gateway-proxy-session': { target: 'gateway-proxy', what: 'POST /up/mcp (2025, in a session)', url: '/up/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT, session: addCall },
   'supergateway-session': { target: 'supergateway', what: 'POST /mcp (2025, in a session)', url: '/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT, session: addCall },
   'gateway-proxy-stateless': { target: 'gateway-proxy', what: 'POST /up-stateless/mcp (2025, stateless)', url: '/up-stateless/mcp', headers: PROXY_HEADERS, body: addCall(1), expect: SUM_TEXT },
@@ -155,17 +178,20 @@ const PATHS: Record<PathKey, PathSpec> = {
   'metrics-off-modern': { target: 'metrics-off', what: 'POST /greet/mcp (2026-07-28, metrics off)', url: '/greet/mcp', headers: MODERN_HEADERS, body: MODERN_BODY, expect: GREETING }
 }
 
+const SESSION_NOTE = "comparator is the SDK's stateless legacy figure: the SDK's stateless server has no sessions"
+// The gateway as `npm start` runs it by default: what request logging costs against the same
+// paths at 'warn' (the scenarios above).
+const INFO_NOTE = "gateway-info: the gateway target at the logger's default level 'info' (Fastify's request logging on), each JSON line written synchronously, as the command writes to a pipe or file, to /dev/null"
+
 const SCENARIOS: Record<ScenarioName, Scenario> = {
   rest: { gateway: 'gateway-rest', comparator: 'bare-rest', comparatorName: 'bare Fastify `POST /echo`', minRatio: GOALS.rest },
   'mcp-modern': { gateway: 'gateway-modern', comparator: 'sdk-modern', comparatorName: 'SDK `/mcp`', minRatio: GOALS.mcp },
   'mcp-legacy-stateless': { gateway: 'gateway-legacy-stateless', comparator: 'sdk-legacy', comparatorName: 'SDK `/mcp` (stateless)', minRatio: GOALS.mcp },
-  'mcp-legacy-session': {
-    gateway: 'gateway-legacy-session',
-    comparator: 'sdk-legacy',
-    comparatorName: 'SDK `/mcp` (stateless legacy)',
-    note: "comparator is the SDK's stateless legacy figure: the SDK's stateless server has no sessions",
-    minRatio: GOALS.mcp
-  },
+  'mcp-legacy-session': { gateway: 'gateway-legacy-session', comparator: 'sdk-legacy', comparatorName: 'SDK `/mcp` (stateless legacy)', note: SESSION_NOTE, minRatio: GOALS.mcp },
+  'info-rest': { gateway: 'info-rest', comparator: 'bare-rest', comparatorName: 'bare Fastify `POST /echo`', note: INFO_NOTE, minRatio: GOALS.rest },
+  'info-mcp-modern': { gateway: 'info-modern', comparator: 'sdk-modern', comparatorName: 'SDK `/mcp`', note: INFO_NOTE, minRatio: GOALS.mcp },
+  'info-mcp-legacy-stateless': { gateway: 'info-legacy-stateless', comparator: 'sdk-legacy', comparatorName: 'SDK `/mcp` (stateless)', note: INFO_NOTE, minRatio: GOALS.mcp },
+  'info-mcp-legacy-session': { gateway: 'info-legacy-session', comparator: 'sdk-legacy', comparatorName: 'SDK `/mcp` (stateless legacy)', note: `${INFO_NOTE}; ${SESSION_NOTE}`, minRatio: GOALS.mcp },
   // Like for like: one 2025-era session opened before the load, and behind it one upstream
   // process that every call of the session goes through, on both sides.
   'proxy-session': {
@@ -227,6 +253,10 @@ const SCENARIO_PATH: Record<ScenarioName, string> = {
   'mcp-modern': 'MCP 2026-07-28 `/greet/mcp`',
   'mcp-legacy-stateless': 'MCP 2025 stateless `/greet-stateless/mcp`',
   'mcp-legacy-session': 'MCP 2025 session `/greet/mcp`',
+  'info-rest': 'REST `POST /greet/tools/echoHai`, log level info',
+  'info-mcp-modern': 'MCP 2026-07-28 `/greet/mcp`, log level info',
+  'info-mcp-legacy-stateless': 'MCP 2025 stateless `/greet-stateless/mcp`, log level info',
+  'info-mcp-legacy-session': 'MCP 2025 session `/greet/mcp`, log level info',
   'proxy-session': 'proxied stdio `add`, 2025 session `/up/mcp`',
   'proxy-stateless': 'proxied stdio `add`, 2025 stateless `/up-stateless/mcp`',
   'auth-rest': 'REST `POST /greet/tools/echoHai`, JWT',
@@ -265,10 +295,14 @@ interface Options {
   warmup: number
   connections: number[]
   only: ScenarioName[]
+  /** Requests per gateway path of a soak, or nothing for the comparisons. */
+  soak: number | undefined
 }
 
 const USAGE = `Usage: npm run bench -- [--rounds N] [--duration S] [--warmup S] [--connections 10,50] [--only ${Object.keys(SCENARIOS).join(',')}]
-  (--only proxy, or any prefix before a '-', selects every scenario named <prefix>-…)`
+       npm run bench -- --soak [--soak-requests 1000000] [--warmup S] [--connections 50] [--only ...]
+  (--only proxy, or any prefix before a '-', selects every scenario named <prefix>-…;
+   --soak loads each selected gateway path with --soak-requests requests at the largest --connections)`
 
 function parseOptions (): Options {
   let values
@@ -280,6 +314,8 @@ function parseOptions (): Options {
         warmup: { type: 'string', default: '2' },
         connections: { type: 'string', default: '10,50' },
         only: { type: 'string' },
+        soak: { type: 'boolean' },
+        'soak-requests': { type: 'string' },
         help: { type: 'boolean', short: 'h' }
       },
       strict: true
@@ -311,12 +347,14 @@ function parseOptions (): Options {
     })
   if (only.length === 0) throw new BenchError(`--only names no scenario\n${USAGE}`)
   const connections = [...new Set(values.connections.split(',').map(s => positiveInt('connections', s.trim())))]
+  if (values['soak-requests'] !== undefined && values.soak !== true) throw new BenchError(`--soak-requests goes with --soak\n${USAGE}`)
   return {
     rounds: positiveInt('rounds', values.rounds),
     duration: seconds('duration', values.duration),
     warmup: values.warmup === '0' ? 0 : seconds('warmup', values.warmup),
     connections,
-    only: [...new Set(only)]
+    only: [...new Set(only)],
+    soak: values.soak === true ? positiveInt('soak-requests', values['soak-requests'] ?? '1000000') : undefined
   }
 }
 
@@ -341,6 +379,21 @@ interface RunningTarget {
    * a reused pid is never signalled: any that outlive the target are killed by pid.
    */
   descendants: Map<number, string>
+  /** Who waits for the meter's next answers (bench/targets/meter.ts), in the order asked. */
+  meterWaiting: Array<(answer: MeterAnswer) => void>
+}
+
+/** What a target's meter answers: a round's figures (`stop`), or the heap after a full collection (`heap`). */
+interface MeterAnswer {
+  userUs?: number
+  systemUs?: number
+  allocatedBytes?: number
+  gcs?: number
+  gcUs?: number
+  logLines?: number
+  heapUsed?: number
+  rss?: number
+  error?: string
 }
 
 const targets = new Map<TargetName, RunningTarget>()
@@ -375,7 +428,12 @@ async function startTarget (name: TargetName, lifetimeMs: number): Promise<Runni
       process.stderr.write(`  [${name}] ${line}\n`)
     }
     let bearer: string | undefined
+    const meterWaiting: RunningTarget['meterWaiting'] = []
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', line => {
+      if (line.startsWith('meter ')) {
+        meterWaiting.shift()?.(JSON.parse(line.slice('meter '.length)) as MeterAnswer)
+        return
+      }
       // The token is kept, not echoed: it is a credential, if only a bench's.
       const token = /^bearer (\S+)$/.exec(line)
       if (token !== null) {
@@ -389,7 +447,7 @@ async function startTarget (name: TargetName, lifetimeMs: number): Promise<Runni
       }
       clearTimeout(timer)
       const pid = child.pid as number
-      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail, descendants: new Map(), ...(bearer !== undefined && { bearer }) }
+      ready = { name, child, pid, port: Number(match[1]), cpus: procStatus(pid, 'Cpus_allowed_list') ?? '?', startupMs: performance.now() - started, tail, descendants: new Map(), meterWaiting, ...(bearer !== undefined && { bearer }) }
       targets.set(name, ready)
       resolve(ready)
     })
@@ -407,6 +465,21 @@ async function startTarget (name: TargetName, lifetimeMs: number): Promise<Runni
         void shutdown(1, `\nFAIL target '${name}' (pid ${ready.pid}) died during the run (${how})${lastLines(tail)}`)
       }
     })
+  })
+}
+
+/** Asks a target's meter (bench/targets/meter.ts) and waits for its answer. */
+async function meter (target: RunningTarget, command: 'start' | 'stop' | 'heap'): Promise<MeterAnswer> {
+  return await new Promise<MeterAnswer>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new BenchError(`target '${target.name}' did not answer 'meter ${command}' within ${METER_TIMEOUT_MS} ms${lastLines(target.tail)}`))
+    }, METER_TIMEOUT_MS)
+    target.meterWaiting.push(answer => {
+      clearTimeout(timer)
+      if (answer.error !== undefined) reject(new BenchError(`target '${target.name}' answered 'meter ${command}' with: ${answer.error}`))
+      else resolve(answer)
+    })
+    target.child.stdin?.write(`meter ${command}\n`)
   })
 }
 
@@ -548,6 +621,14 @@ interface Round {
   /** Busy share of cores 0 and 1 from /proc/stat, whoever used them (kernel included), in %. */
   core0Busy: number
   core1Busy: number
+  /** From the target's meter, its own process only: CPU time (user and system), in µs. */
+  processCpuUs: number
+  /** Bytes allocated on its JS heap, and its garbage collections with their time in µs. */
+  allocatedBytes: number
+  gcs: number
+  gcUs: number
+  /** Log lines written, where the target counts them (gateway-info). */
+  logLines: number
 }
 
 interface PathRun {
@@ -565,10 +646,12 @@ interface PathRun {
 const runs = new Map<string, PathRun>()
 let requestSeq = 0
 
-async function load (key: PathKey, connections: number, seconds: number): Promise<Round> {
+/** One round of load: `seconds` long, or `amount` requests in all (a soak). */
+async function load (key: PathKey, connections: number, seconds: number, amount?: number): Promise<Round> {
   if (stopping) return await new Promise<never>(() => {})
   const spec = PATHS[key]
   const target = targetOf(key)
+  await meter(target, 'start')
   const wallStart = performance.now()
   const cpuStart = process.cpuUsage()
   noteDescendants(target)
@@ -591,7 +674,7 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
       ? { setupRequest: request => ({ ...request, body: session(++requestSeq) }), onResponse }
       : { onResponse }],
     connections,
-    duration: seconds
+    ...(amount === undefined ? { duration: seconds } : { amount })
   })
   const result: LoadResult = await currentLoad
   currentLoad = undefined
@@ -599,7 +682,9 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
   const wallMs = performance.now() - wallStart
   const cpu = process.cpuUsage(cpuStart)
   const targetCpuEnd = treeCpuMs(target.pid)
+  const coresEnd = [coreTimes(0), coreTimes(1)]
   noteDescendants(target)
+  const own = await meter(target, 'stop')
   return {
     reqPerSec: result.requests.average,
     p50: result.latency.p50,
@@ -613,8 +698,13 @@ async function load (key: PathKey, connections: number, seconds: number): Promis
     rssMB: treeRssMB(target.pid),
     targetCpu: (targetCpuEnd - targetCpuStart) / wallMs * 100,
     loadgenCpu: (cpu.user + cpu.system) / 1000 / wallMs * 100,
-    core0Busy: busyShare(coresStart[0], coreTimes(0)),
-    core1Busy: busyShare(coresStart[1], coreTimes(1))
+    core0Busy: busyShare(coresStart[0], coresEnd[0]),
+    core1Busy: busyShare(coresStart[1], coresEnd[1]),
+    processCpuUs: (own.userUs ?? Number.NaN) + (own.systemUs ?? Number.NaN),
+    allocatedBytes: own.allocatedBytes ?? Number.NaN,
+    gcs: own.gcs ?? Number.NaN,
+    gcUs: own.gcUs ?? Number.NaN,
+    logLines: own.logLines ?? 0
   }
 }
 
@@ -676,7 +766,42 @@ interface Comparison {
   plan: Plan
   gateway: PathRun
   comparator: PathRun
+  /** Bare Fastify at the same concurrency: the reference for tail latency. */
+  bare: PathRun
   ratio: number
+}
+
+/** What one request costs the target, medians over a path run's rounds. */
+interface PerRequest {
+  /** CPU time of the target's own process (its meter), and of it with the processes it started (/proc), in µs. */
+  processCpuUs: number
+  treeCpuUs: number
+  /** Bytes allocated on the target's JS heap, in KB. */
+  allocatedKB: number
+  gcsPer1k: number
+  gcUs: number
+  logLines: number
+}
+
+function perRequest (run: PathRun): PerRequest {
+  const of = (figure: (round: Round) => number): number => median(run.rounds.map(figure))
+  return {
+    processCpuUs: of(r => r.processCpuUs / r.requests),
+    // targetCpu is % of one core over the round: core-µs per second over requests per second.
+    treeCpuUs: of(r => r.targetCpu * 10_000 / r.reqPerSec),
+    allocatedKB: of(r => r.allocatedBytes / r.requests / 1024),
+    gcsPer1k: of(r => r.gcs * 1000 / r.requests),
+    gcUs: of(r => r.gcUs / r.requests),
+    logLines: of(r => r.logLines / r.requests)
+  }
+}
+
+const PER_REQUEST_HEADER = `${'CPU µs proc/tree'.padStart(16)}  ${'alloc KB'.padStart(8)}  ${'GCs/1k'.padStart(6)}  ${'GC µs'.padStart(5)}  ${'log lines'.padStart(9)}`
+
+function perRequestColumns (run: PathRun): string {
+  const figures = perRequest(run)
+  return `${`${fixed(figures.processCpuUs, 0)} / ${fixed(figures.treeCpuUs, 0)}`.padStart(16)}  ${fixed(figures.allocatedKB, 1).padStart(8)}  ` +
+    `${fixed(figures.gcsPer1k, 2).padStart(6)}  ${fixed(figures.gcUs, 1).padStart(5)}  ${fixed(figures.logLines, 1).padStart(9)}`
 }
 
 function printComparison (c: Comparison): void {
@@ -692,11 +817,15 @@ function printComparison (c: Comparison): void {
     const cpu = `${pct(median(run.rounds.map(r => r.targetCpu)))}/${pct(median(run.rounds.map(r => r.loadgenCpu)))}`
     console.log(`   ${shown(run).padEnd(width)}  ${int(run.median.reqPerSec).padStart(8)}  ${ms(run.median.p50).padStart(6)}  ${ms(run.median.p99).padStart(6)}  ${String(run.failures).padStart(6)}  ${cpu.padStart(11)}  ${run.rounds.map(r => r.rssMB.toFixed(1)).join(' → ')}`)
   }
+  // Per request, measured in the target (bench/targets/meter.ts): its process's CPU time and
+  // what it allocated; the tree's CPU time counts the processes it started (a proxy's upstream).
+  console.log(`   ${'per request'.padEnd(width)}  ${PER_REQUEST_HEADER}`)
+  for (const run of [c.gateway, c.comparator]) console.log(`   ${shown(run).padEnd(width)}  ${perRequestColumns(run)}`)
   const verdict = c.ratio >= scenario.minRatio ? 'PASS' : 'MISS'
   // CPU per request moves less than req/s when other processes take turns on the cores.
   const cpuPerRequest = (run: PathRun): string => (median(run.rounds.map(r => r.targetCpu * 10 / r.reqPerSec))).toFixed(2)
   console.log(`   ratio ${c.gateway.target}/${c.comparator.target}: ${ratio(c.ratio, scenario)}   (target ≥ ${ratio(scenario.minRatio, scenario)}: ${verdict})` +
-    `   p99 ${ms(c.gateway.median.p99)} vs ${ms(c.comparator.median.p99)} ms   target CPU per request ${cpuPerRequest(c.gateway)} vs ${cpuPerRequest(c.comparator)} ms`)
+    `   p99 ${ms(c.gateway.median.p99)} vs ${ms(c.comparator.median.p99)} ms, bare Fastify's ${ms(c.bare.median.p99)} ms   target CPU per request ${cpuPerRequest(c.gateway)} vs ${cpuPerRequest(c.comparator)} ms`)
   const outcomes = (run: PathRun): string => {
     const all = run.warmup === undefined ? run.rounds : [run.warmup, ...run.rounds]
     return `${run.target} ${JSON.stringify(mergeCodes(all))}, errors ${sum(all, 'errors')} (timeouts ${sum(all, 'timeouts')}), wrong body ${sum(all, 'mismatches')}`
@@ -726,6 +855,22 @@ function markdownTable (comparisons: Comparison[]): string {
   ].join('\n')
 }
 
+/** Each path run once: what a request costs the target, and its p99 beside bare Fastify's at the same concurrency. */
+function perRequestTable (comparisons: Comparison[]): string {
+  const seen = unique(comparisons.flatMap(c => [c.gateway, c.comparator, c.bare]))
+  const rows = seen.map(run => {
+    const figures = perRequest(run)
+    const bare = runs.get(`bare-rest@${run.connections}`)
+    return `| ${run.label} | ${run.connections} | ${fixed(figures.processCpuUs, 0)} / ${fixed(figures.treeCpuUs, 0)} | ${fixed(figures.allocatedKB, 1)} | ` +
+      `${fixed(figures.gcsPer1k, 2)} | ${fixed(figures.gcUs, 1)} | ${fixed(figures.logLines, 1)} | ${ms(run.median.p99)} | ${bare === undefined ? '?' : ms(bare.median.p99)} |`
+  })
+  return [
+    '| path | c | CPU µs per request (process / with children) | allocated KB per request | GCs per 1k requests | GC µs per request | log lines per request | p99 ms | bare Fastify p99 ms |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows
+  ].join('\n')
+}
+
 interface Check { verdict: 'PASS' | 'MISS' | 'SKIP', text: string }
 
 function checks (comparisons: Comparison[]): Check[] {
@@ -747,6 +892,13 @@ function checks (comparisons: Comparison[]): Check[] {
     out.push({
       verdict: run.median.p99 <= GOALS.p99Ms ? 'PASS' : 'MISS',
       text: `p99 at c=${run.connections}, ${run.label}: ${ms(run.median.p99)} ms (target ≤ ${GOALS.p99Ms} ms)`
+    })
+    const bare = runs.get(`bare-rest@${run.connections}`)
+    // In process only: a proxy's p99 includes its upstream's, which bare Fastify has none of.
+    if (bare === undefined || run.target === 'gateway-proxy') continue
+    out.push({
+      verdict: run.median.p99 <= GOALS.p99OverBare * bare.median.p99 ? 'PASS' : 'MISS',
+      text: `p99 at c=${run.connections} against bare Fastify's, ${run.label}: ${ms(run.median.p99)} vs ${ms(bare.median.p99)} ms (target ≤ ${GOALS.p99OverBare}×)`
     })
   }
   const allRuns = [...runs.values()]
@@ -772,36 +924,132 @@ function checks (comparisons: Comparison[]): Check[] {
 }
 
 // ---------------------------------------------------------------------------------------
+// Soak
+
+interface SoakRun {
+  path: PathKey
+  label: string
+  connections: number
+  requests: number
+  seconds: number
+  reqPerSec: number
+  p99: number
+  /** Used heap after a full collection, before the soak's requests (after its warm-up) and after them, in MB. */
+  heapStartMB: number
+  heapEndMB: number
+  /** (end − start) / start. */
+  growth: number
+  rssStartMB: number
+  rssEndMB: number
+  /** Failed requests, warm-up included. */
+  failures: number
+  round: Round
+}
+
+/** One gateway path under `requests` requests: the heap after a full collection before and after. */
+async function soak (key: PathKey, connections: number, requests: number, warmup: number): Promise<SoakRun> {
+  await probe(key)
+  const target = targetOf(key)
+  // Warmed up first, so what the first requests build once (compiled code, caches) is in the start figure.
+  const warm = warmup > 0 ? await load(key, connections, warmup) : undefined
+  const before = await meter(target, 'heap')
+  const started = performance.now()
+  const round = await load(key, connections, 0, requests)
+  const seconds = (performance.now() - started) / 1000
+  const after = await meter(target, 'heap')
+  const mb = (bytes: number | undefined): number => (bytes ?? Number.NaN) / 1024 / 1024
+  const run: SoakRun = {
+    path: key,
+    label: labelOf(PATHS[key]),
+    connections,
+    requests: round.requests,
+    seconds,
+    reqPerSec: round.requests / seconds,
+    p99: round.p99,
+    heapStartMB: mb(before.heapUsed),
+    heapEndMB: mb(after.heapUsed),
+    growth: ((after.heapUsed ?? Number.NaN) - (before.heapUsed ?? Number.NaN)) / (before.heapUsed ?? Number.NaN),
+    rssStartMB: mb(before.rss),
+    rssEndMB: mb(after.rss),
+    failures: failuresOf(round) + (warm === undefined ? 0 : failuresOf(warm)),
+    round
+  }
+  const per = (figure: number): number => figure / round.requests
+  console.log(`\n── soak · ${run.label} · c=${connections} · ${int(run.requests)} requests in ${Math.round(seconds)} s after ${warmup} s warm-up ${'─'.repeat(8)}`)
+  console.log(`   heap after a full collection ${run.heapStartMB.toFixed(1)} → ${run.heapEndMB.toFixed(1)} MB (${signedPct(run.growth)}, target ≤ ${Math.round(SOAK_HEAP_GROWTH * 100)}%: ${run.growth <= SOAK_HEAP_GROWTH ? 'PASS' : 'MISS'})` +
+    `   RSS ${run.rssStartMB.toFixed(1)} → ${run.rssEndMB.toFixed(1)} MB   ${int(run.reqPerSec)} req/s   p99 ${ms(run.p99)} ms   failed ${run.failures}`)
+  console.log(`   per request: CPU ${fixed(per(round.processCpuUs), 0)} µs, allocated ${fixed(per(round.allocatedBytes) / 1024, 1)} KB, ${fixed(per(round.gcs) * 1000, 2)} GCs per 1k (${fixed(per(round.gcUs), 1)} µs)`)
+  return run
+}
+
+function soakTable (soaks: SoakRun[]): string {
+  return [
+    '| path | c | requests | req/s | heap after GC, start → end (MB) | growth | RSS start → end (MB) | allocated KB per request | failed |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...soaks.map(run => `| ${run.label} | ${run.connections} | ${int(run.requests)} | ${int(run.reqPerSec)} | ${run.heapStartMB.toFixed(1)} → ${run.heapEndMB.toFixed(1)} | ` +
+      `${signedPct(run.growth)} | ${run.rssStartMB.toFixed(1)} → ${run.rssEndMB.toFixed(1)} | ${fixed(run.round.allocatedBytes / run.round.requests / 1024, 1)} | ${run.failures} |`)
+  ].join('\n')
+}
+
+function soakChecks (soaks: SoakRun[]): Check[] {
+  return soaks.flatMap(run => [
+    {
+      verdict: run.growth <= SOAK_HEAP_GROWTH ? 'PASS' as const : 'MISS' as const,
+      text: `heap after GC over ${int(run.requests)} requests, ${run.label} c=${run.connections}: ${run.heapStartMB.toFixed(1)} → ${run.heapEndMB.toFixed(1)} MB, ${signedPct(run.growth)} (growth ≤ ${Math.round(SOAK_HEAP_GROWTH * 100)}%)`
+    },
+    {
+      verdict: run.failures === 0 ? 'PASS' as const : 'MISS' as const,
+      text: `zero errors over the soak of ${run.label}: ${run.failures} failed`
+    }
+  ])
+}
+
+// ---------------------------------------------------------------------------------------
 // Main
 
 async function main (): Promise<void> {
   const options = parseOptions()
   const scenarios = options.only
-  const pathKeys = unique(scenarios.flatMap(s => [SCENARIOS[s].gateway, SCENARIOS[s].comparator]))
+  const soakRequests = options.soak
+  const soakConnections = Math.max(...options.connections)
+  // A soak loads the gateway paths alone. The comparisons load both sides of each, and bare
+  // Fastify at every concurrency, whose p99 stands beside every ratio.
+  const pathKeys = soakRequests !== undefined
+    ? unique(scenarios.map(s => SCENARIOS[s].gateway))
+    : unique<PathKey>(['bare-rest', ...scenarios.flatMap(s => [SCENARIOS[s].gateway, SCENARIOS[s].comparator])])
   const needed = unique(pathKeys.map(k => PATHS[k].target))
   // Seconds of load per path run, each run once however many scenarios share it.
   const planned = new Map<string, number>()
-  for (const name of scenarios) {
-    const plan = planOf(SCENARIOS[name], options)
-    for (const key of [SCENARIOS[name].gateway, SCENARIOS[name].comparator]) {
-      for (const connections of plan.connections) planned.set(`${key}@${connections}`, plan.warmup + plan.rounds * plan.duration)
+  if (soakRequests !== undefined) {
+    for (const key of pathKeys) planned.set(key, options.warmup + soakRequests / SOAK_MIN_REQ_PER_SEC)
+  } else {
+    for (const name of scenarios) {
+      const plan = planOf(SCENARIOS[name], options)
+      for (const key of [SCENARIOS[name].gateway, SCENARIOS[name].comparator, 'bare-rest' as const]) {
+        for (const connections of plan.connections) planned.set(`${key}@${connections}`, plan.warmup + plan.rounds * plan.duration)
+      }
     }
   }
   const estimateMs = [...planned.values()].reduce((a, b) => a + b, 0) * 1000 + needed.length * 3000
-  const proxied = scenarios.some(name => name.startsWith('proxy-'))
+  const proxied = pathKeys.some(key => PATHS[key].target === 'gateway-proxy')
   // Every run is bounded: past this the runner gives up, and targets outlive it by a margin at most.
   const boundMs = estimateMs * 1.5 + 120_000
   setTimeout(() => { void shutdown(1, `\nFAIL the run exceeded its time bound of ${Math.round(boundMs / 1000)} s`) }, boundMs).unref()
 
   const cpu = cpus()[0]?.model ?? 'unknown CPU'
-  console.log('fastify-mcp-gateway benchmark')
+  console.log(`fastify-mcp-gateway benchmark${soakRequests !== undefined ? ': soak' : ''}`)
   console.log(`  node ${process.version}, ${cpu}, ${cpus().length} cores`)
   console.log(pinning
     ? `  pinning: targets on core 0 (taskset -c 0; the processes they start inherit it), load generator (autocannon, in this process) on core 1 (runner re-executed under taskset -c 1; now allowed: ${procStatus(process.pid, 'Cpus_allowed_list') ?? '?'})`
     : `  pinning: OFF (${hasTaskset ? `cores 0 and 1 not both allowed: ${[...cpuSet].join(',')}` : 'taskset not found'}); targets and load generator share cores, figures are noisier`)
-  console.log(`  scenarios: ${scenarios.join(', ')}; connections ${options.connections.join(', ')}; ${options.warmup} s warm-up + ${options.rounds} × ${options.duration} s per path` +
-    `${scenarios.some(name => SCENARIOS[name].load !== undefined) ? ' (unless the scenario says otherwise)' : ''}; ~${Math.ceil(estimateMs / 60_000)} min`)
-  console.log("  gateway: Fastify logger at level 'warn', so per-request logs are off")
+  if (soakRequests !== undefined) {
+    console.log(`  soak: ${int(soakRequests)} requests per gateway path (${pathKeys.join(', ')}) at c=${soakConnections}, after ${options.warmup} s warm-up; ` +
+      `heap used after a full collection before and after (growth ≤ ${Math.round(SOAK_HEAP_GROWTH * 100)}%); ~${Math.ceil(estimateMs / 60_000)} min at most`)
+  } else {
+    console.log(`  scenarios: ${scenarios.join(', ')}; connections ${options.connections.join(', ')}; ${options.warmup} s warm-up + ${options.rounds} × ${options.duration} s per path` +
+      `${scenarios.some(name => SCENARIOS[name].load !== undefined) ? ' (unless the scenario says otherwise)' : ''}; bare Fastify at every concurrency; ~${Math.ceil(estimateMs / 60_000)} min`)
+  }
+  console.log("  gateway: the command's server options; logger at level 'warn' (target gateway: per-request logs off) and at the default 'info' (target gateway-info, the info-… scenarios)")
   if (proxied) {
     console.log(`  proxy: upstream ${relative(ROOT, UPSTREAM)} (the math server's \`add\`, SDK v2 serveStdio), one stdio process per proxy mount or session, started by the proxy; ` +
       `gateway-proxy: the gateway from an mcpServers config, \`up\` (2025 sessions) and \`up-stateless\`, upstream shared by the mount's clients; ` +
@@ -810,6 +1058,8 @@ async function main (): Promise<void> {
   }
   console.log(`  latency resolution: 1 ms (autocannon); a failed request is an error, a timeout, a non-2xx or a 2xx body without the expected answer ('${GREETING}'${proxied ? `, or '${SUM_TEXT}' through a proxy` : ''})`)
   console.log('  cpu srv/gen: CPU time of the target (with the processes it started) and of the load generator over wall time, in % of one core; RSS also counts the started processes')
+  console.log("  per request, measured in the target's own process (bench/targets/meter.ts): CPU time (process.cpuUsage), bytes allocated on the JS heap " +
+    "(summed from V8's GC statistics, v8.GCProfiler: what each collection freed plus the heap's growth) and garbage collections; 'with children' is CPU time from /proc, the processes it started included")
 
   const startedTargets: Array<{ name: TargetName, args: string[], pid: number, cpus: string, startupMs: number }> = []
   const nameWidth = Math.max(...needed.map(name => name.length))
@@ -827,30 +1077,7 @@ async function main (): Promise<void> {
     if (target.descendants.size > 0) console.log(`  target ${target.name} started pids ${[...target.descendants.keys()].join(', ')}`)
   }
 
-  const comparisons: Comparison[] = []
-  for (const name of scenarios) {
-    const scenario = SCENARIOS[name]
-    const plan = planOf(scenario, options)
-    for (const connections of plan.connections) {
-      const gateway = await measure(scenario.gateway, connections, plan)
-      const comparator = await measure(scenario.comparator, connections, plan)
-      const comparison = { scenario: name, connections, plan, gateway, comparator, ratio: gateway.median.reqPerSec / comparator.median.reqPerSec }
-      comparisons.push(comparison)
-      printComparison(comparison)
-    }
-  }
-
-  const table = markdownTable(comparisons)
-  console.log('\n## Results\n')
-  console.log(table)
-  const verdicts = checks(comparisons)
-  console.log('\nTargets (informational):')
-  for (const check of verdicts) console.log(`  ${check.verdict}  ${check.text}`)
-
-  const failures = [...runs.values()].reduce((total, r) => total + r.failures, 0)
-  mkdirSync(RESULTS_DIR, { recursive: true })
-  const file = join(RESULTS_DIR, `${new Date().toISOString().replace(/:/g, '-')}.json`)
-  writeFileSync(file, JSON.stringify({
+  const described = {
     date: new Date().toISOString(),
     commit: gitCommit(),
     node: process.version,
@@ -859,21 +1086,76 @@ async function main (): Promise<void> {
     pinning,
     loadgen: { tool: 'autocannon', process: 'runner', cpus: procStatus(process.pid, 'Cpus_allowed_list') },
     options,
-    targets: startedTargets,
+    targets: startedTargets
+  }
+
+  if (soakRequests !== undefined) {
+    const soaks: SoakRun[] = []
+    for (const key of pathKeys) soaks.push(await soak(key, soakConnections, soakRequests, options.warmup))
+    const table = soakTable(soaks)
+    console.log('\n## Soak\n')
+    console.log(table)
+    const verdicts = soakChecks(soaks)
+    console.log('\nTargets (informational):')
+    for (const check of verdicts) console.log(`  ${check.verdict}  ${check.text}`)
+    const failures = soaks.reduce((total, run) => total + run.failures, 0)
+    const file = writeResults({ ...described, mode: 'soak', goals: { heapGrowth: SOAK_HEAP_GROWTH }, soaks, checks: verdicts, markdown: table, failures })
+    console.log(`\nraw results: ${relative(process.cwd(), file)}`)
+    if (failures > 0) await shutdown(1, `\n!!!!! FAIL ${failures} requests failed: the figures above are not valid !!!!!`)
+    await shutdown(0)
+    return
+  }
+
+  const comparisons: Comparison[] = []
+  for (const name of scenarios) {
+    const scenario = SCENARIOS[name]
+    const plan = planOf(scenario, options)
+    for (const connections of plan.connections) {
+      const bare = await measure('bare-rest', connections, plan)
+      const gateway = await measure(scenario.gateway, connections, plan)
+      const comparator = await measure(scenario.comparator, connections, plan)
+      const comparison = { scenario: name, connections, plan, gateway, comparator, bare, ratio: gateway.median.reqPerSec / comparator.median.reqPerSec }
+      comparisons.push(comparison)
+      printComparison(comparison)
+    }
+  }
+
+  const table = markdownTable(comparisons)
+  console.log('\n## Results\n')
+  console.log(table)
+  const perRequestMarkdown = perRequestTable(comparisons)
+  console.log('\n## Per request, in the target\n')
+  console.log(perRequestMarkdown)
+  const verdicts = checks(comparisons)
+  console.log('\nTargets (informational):')
+  for (const check of verdicts) console.log(`  ${check.verdict}  ${check.text}`)
+
+  const failures = [...runs.values()].reduce((total, r) => total + r.failures, 0)
+  const file = writeResults({
+    ...described,
     goals: { ...GOALS, rssFlatMB: RSS_FLAT_MB, rssFlatShare: RSS_FLAT_SHARE },
     ...(proxied && { proxy: { upstream: relative(ROOT, UPSTREAM), supergateway: supergatewayVersion(), call: addCall(1), expect: SUM_TEXT } }),
-    comparisons: comparisons.map(c => ({ scenario: c.scenario, connections: c.connections, plan: c.plan, gateway: c.gateway.path, comparator: c.comparator.path, ratio: c.ratio })),
-    runs: [...runs.values()],
+    comparisons: comparisons.map(c => ({ scenario: c.scenario, connections: c.connections, plan: c.plan, gateway: c.gateway.path, comparator: c.comparator.path, ratio: c.ratio, bareP99: c.bare.median.p99 })),
+    runs: [...runs.values()].map(run => ({ ...run, perRequest: perRequest(run) })),
     checks: verdicts,
     markdown: table,
+    perRequestMarkdown,
     failures
-  }, null, 2) + '\n')
+  })
   console.log(`\nraw results: ${relative(process.cwd(), file)}`)
 
   if (failures > 0) {
     await shutdown(1, `\n!!!!! FAIL ${failures} requests failed: the figures above are not valid !!!!!`)
   }
   await shutdown(0)
+}
+
+/** Writes one run's raw results under bench/results; returns the file. */
+function writeResults (body: Record<string, unknown>): string {
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = join(RESULTS_DIR, `${new Date().toISOString().replace(/:/g, '-')}.json`)
+  writeFileSync(file, JSON.stringify(body, null, 2) + '\n')
+  return file
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1027,6 +1309,8 @@ const int = (n: number): string => Math.round(n).toLocaleString('en-US')
 const ms = (n: number): string => n < 1 ? '<1' : String(Math.round(n))
 const pct = (n: number): string => Number.isNaN(n) ? '?' : `${Math.round(n)}%`
 const clip = (text: string): string => text.length > 300 ? `${text.slice(0, 300)}…` : text
+const signedPct = (share: number): string => Number.isFinite(share) ? `${share >= 0 ? '+' : ''}${(share * 100).toFixed(1)}%` : '?'
+const fixed = (n: number, digits: number): string => Number.isFinite(n) ? n.toFixed(digits) : '?'
 const ratio = (n: number, scenario: Scenario): string => scenario.minRatio >= 1 ? `${n.toFixed(2)}×` : n.toFixed(2)
 
 // ---------------------------------------------------------------------------------------

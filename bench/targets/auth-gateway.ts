@@ -13,6 +13,7 @@ import { once } from 'node:events'
 import Fastify from 'fastify'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import gateway from '../../src/app.js'
+import { limitConnections, serverOptions } from '../../src/http/server-options.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { portFromArgs, serve } from './lifecycle.js'
 
@@ -42,7 +43,8 @@ const token = await new SignJWT({ scope: 'mcp' })
   .setExpirationTime('12h')
   .sign(privateKey)
 
-const app = Fastify({ logger: { level: 'warn' } })
+const app = Fastify({ ...serverOptions(), logger: { level: 'warn' } })
+limitConnections(app.server)
 await app.register(gateway, {
   servers: [
     { name: 'greet', factory: createGreetServer, jsonResponse: true },

@@ -1,7 +1,8 @@
 /**
- * What the three bench targets share: where the port comes from, how the runner learns it,
- * and how a target ends. Not a target itself.
+ * What the bench targets share: where the port comes from, how the runner learns it, how a
+ * target ends, and what it measures in itself for the runner (meter.ts). Not a target itself.
  */
+import { installMeter } from './meter.js'
 
 /** `argv[2]`, else `PORT`, else 0: the OS picks a free port and the runner reads it from stdout. */
 export function portFromArgs (): number {
@@ -37,6 +38,8 @@ export function serve (port: number, close: () => Promise<void>): void {
     process.stdin.on('end', () => { stop(0) })
     process.stdin.on('error', () => { stop(0) })
     process.stdin.resume()
+    // The same stdin carries the runner's questions to the meter.
+    installMeter()
   }
   const maxMs = Number(process.env.BENCH_TARGET_MAX_MS)
   if (Number.isFinite(maxMs) && maxMs > 0) {

@@ -5,10 +5,12 @@
  */
 import Fastify from 'fastify'
 import gateway from '../../src/app.js'
+import { limitConnections, serverOptions } from '../../src/http/server-options.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { portFromArgs, serve } from './lifecycle.js'
 
-const app = Fastify({ logger: { level: 'warn' } })
+const app = Fastify({ ...serverOptions(), logger: { level: 'warn' } })
+limitConnections(app.server)
 await app.register(gateway, {
   servers: [
     { name: 'greet', factory: createGreetServer, jsonResponse: true },
