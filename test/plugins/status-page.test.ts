@@ -273,7 +273,8 @@ t.test('a non-TTY stdout gets JSON log lines, the banner whole and naming the st
   await until(child, /health\s+http/)
   const base = /listening on (http:\/\/\S+)/.exec(child.output())?.[1] as string
   await fetch(`${base}/math/tools/add`, { method: 'POST', headers: json, body: '{"a":1,"b":2}' })
-  await until(child, /"request completed"[^\n]*\n/)
+  // A tool call's one log line is its audit line.
+  await until(child, /"mcp call"[^\n]*\n/)
   const banner = bannerOf(child.output())
   t.equal(banner.length, 8, 'listening, three servers, all, status, docs, health: together')
   t.match(banner.join('\n'), new RegExp(`status\\s+${base}/\\s+\\(the status page; JSON: ${base}/status.json\\)`))
@@ -297,7 +298,7 @@ t.test('--log-format pretty gives readable lines (no colours off a terminal); a 
   await until(child, /health\s+http/)
   const base = /listening on (http:\/\/\S+)/.exec(child.output())?.[1] as string
   await fetch(`${base}/math/tools/add`, { method: 'POST', headers: json, body: '{"a":1,"b":2}' })
-  await until(child, /INFO: request completed[^\n]*\n/)
+  await until(child, /INFO: mcp call[^\n]*\n/)
   const output = child.output()
   t.equal(bannerOf(output).length, 8, 'the banner whole')
   t.match(output, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: Server listening at http/m)

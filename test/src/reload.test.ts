@@ -134,6 +134,8 @@ t.test('an invalid config is refused: logged, shown on /ready, and the running c
   const ready = await (await fetch(`${gateway.base}/ready`)).json() as { reload?: { ok: boolean, error?: string } }
   t.equal(ready.reload?.ok, false)
   t.match(ready.reload?.error, /timeoutMS.*timeoutMs/)
+  const status = await (await fetch(`${gateway.base}/status.json`)).json() as { gateway: { reload: { ok: boolean, error?: string } | null } }
+  t.match(status.gateway.reload, { ok: false, error: /timeoutMS/ }, 'the status page is told too')
   t.equal(text(await client.callTool({ name: 'add', arguments: { a: 1, b: 2 } })), '3', 'the session goes on')
   t.equal(await pidOf(gateway.base, 'keep'), pid, 'and so does the child')
 
