@@ -90,6 +90,14 @@ export async function reloadingGateway (options: ReloadingOptions): Promise<Relo
     }
     config = next
     const { added, changed, removed } = await kept.commit()
+    // `/metrics` moved back to the gateway's port (or off): its own port closes.
+    const metrics = next.observability.metrics
+    if (kept.metricsServer !== undefined && (metrics?.enabled === false || metrics?.port === undefined)) {
+      const { server } = kept.metricsServer
+      kept.metricsServer = undefined
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
     if (!reread) {
       app.log.info('the OpenAPI document and REST routes follow the servers\' new tools')
       return kept.lastReload ?? { at, ok: true }
