@@ -332,11 +332,48 @@ export function fromSdkError (err: unknown): CallError {
   if (err instanceof CallError) return err
   if (err instanceof ProtocolError) return new CallError('PROTOCOL_ERROR', err.message, err.code, err.data)
   if (err instanceof SdkError) {
-    if (err.code === SdkErrorCode.RequestTimeout) return new CallError('REQUEST_TIMEOUT', err.message)
-    return new CallError('CONNECTION_CLOSED', err.message)
+    const [code, rpcCode] = SDK_ERRORS[err.code] ?? ['CONNECTION_CLOSED']
+    return new CallError(code, err.message, rpcCode)
   }
   if (err instanceof Error && err.name === 'AbortError') return new CallError('ABORTED', 'The call was cancelled')
   return new CallError('CONNECTION_CLOSED', err instanceof Error ? err.message : String(err))
+}
+
+/**
+ * The SDK's local errors (`SdkErrorCode`: raised by the client, never on the wire), as
+ * Fastify's `AVVIO_ERRORS_MAP` translates avvio's. Only a connection that is gone is
+ * `CONNECTION_CLOSED`, which over HTTP takes the whole server down and starts the
+ * reconnects. An answer the client refused (a result that fails its schema, of a kind it
+ * cannot consume, a pagination or input round that never ends) is the server's fault on
+ * that one call: an internal error, a 502 over REST. A request the client refused to send
+ * (a method the server's revision or capabilities lack) is answered as the server would
+ * have answered it. A `Record` over the enum, so a code a new SDK adds fails the typecheck
+ * until it is placed; at run time an unknown one counts as a lost connection, as before.
+ */
+const SDK_ERRORS: Record<SdkErrorCode, [CallFailure, number?]> = {
+  // The connection: not there, or lost; an HTTP refusal of the transport itself (a 404 for
+  // a session the server forgot, a 401, an HTML page from a proxy) needs a new one too.
+  [SdkErrorCode.NotConnected]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.AlreadyConnected]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.NotInitialized]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ConnectionClosed]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.SendFailed]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.EraNegotiationFailed]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ClientHttpNotImplemented]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ClientHttpAuthentication]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ClientHttpForbidden]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ClientHttpUnexpectedContent]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ClientHttpFailedToOpenStream]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.ClientHttpFailedToTerminateSession]: ['CONNECTION_CLOSED'],
+  [SdkErrorCode.RequestTimeout]: ['REQUEST_TIMEOUT'],
+  // A bad answer to one request.
+  [SdkErrorCode.InvalidResult]: ['PROTOCOL_ERROR', JsonRpcCode.InternalError],
+  [SdkErrorCode.UnsupportedResultType]: ['PROTOCOL_ERROR', JsonRpcCode.InternalError],
+  [SdkErrorCode.InputRequiredRoundsExceeded]: ['PROTOCOL_ERROR', JsonRpcCode.InternalError],
+  [SdkErrorCode.ListPaginationExceeded]: ['PROTOCOL_ERROR', JsonRpcCode.InternalError],
+  // A request this server cannot take.
+  [SdkErrorCode.CapabilityNotSupported]: ['PROTOCOL_ERROR', JsonRpcCode.MethodNotFound],
+  [SdkErrorCode.MethodNotSupportedByProtocolVersion]: ['PROTOCOL_ERROR', JsonRpcCode.MethodNotFound]
 }
 
 /** What a REST route knows of the server it called, to name it in the answer. */

@@ -5,8 +5,6 @@ import {
   LOG_LEVEL_META_KEY,
   ProtocolError,
   ProtocolErrorCode,
-  SdkError,
-  SdkErrorCode,
   type ClientCapabilities,
   type LoggingLevel,
   type PriorDiscovery,
@@ -700,7 +698,7 @@ export class UpstreamConnection implements McpConnection {
       }
       return result
     } catch (err) {
-      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : callFailure(err)
+      const failed = options.signal?.aborted === true ? new CallError('ABORTED', 'The call was cancelled') : fromSdkError(err)
       let error = timedOut || failed.code === 'REQUEST_TIMEOUT' ? new CallError('REQUEST_TIMEOUT', `No answer within ${timeoutMs} ms`) : failed
       // The client gets the gateway's words (on MCP paths the message reaches it); the
       // upstream's own (an HTTP error body, say) only the log, masked.
@@ -822,19 +820,6 @@ export class UpstreamConnection implements McpConnection {
       ...this.#closingLinks
     ])
   }
-}
-
-/** SDK client errors about an answer, not the connection: the server is not gone when one of its answers is refused. */
-const ANSWER_ERRORS = new Set<string>([SdkErrorCode.InvalidResult, SdkErrorCode.UnsupportedResultType, SdkErrorCode.MethodNotSupportedByProtocolVersion, SdkErrorCode.CapabilityNotSupported])
-
-/**
- * A failed request in the gateway's terms (`fromSdkError`), except that the SDK client's
- * refusal of an answer (a result that is not valid for its revision, say) is the server's
- * error, not a closed connection: over HTTP a closed connection takes the server down.
- */
-function callFailure (err: unknown): CallError {
-  if (err instanceof SdkError && ANSWER_ERRORS.has(err.code)) return new CallError('PROTOCOL_ERROR', err.message, ProtocolErrorCode.InternalError)
-  return fromSdkError(err)
 }
 
 /**

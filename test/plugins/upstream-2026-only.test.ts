@@ -1,4 +1,7 @@
 import t, { type Test } from 'tap'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
@@ -239,6 +242,54 @@ t.test("an HTTP server that speaks both revisions (the SDK v2's default) is serv
   t.equal(text(await session.callTool({ name: 'greet-me', arguments: {} })), 'Hello, Ada!', 'its 2025 side, stateless, could not have asked a 2025 session; its 2026-07-28 side can')
   t.equal(text(await (await rest(`${base}/modern`, 'echo', { message: 'hi' })).json()), 'hi')
   t.ok(server.of('tools/call').every(request => request.headers['mcp-protocol-version'] === '2026-07-28'), 'every call in 2026-07-28')
+})
+
+/**
+ * The upstream behind a proxy that answers a `tools/call` of `echo` with `message: 'answer badly'`
+ * itself, with a result the SDK client refuses (a `resultType` 2026-07-28 does not define), and passes
+ * everything else through as it streams.
+ */
+async function badAnswerProxy (t: Test, url: string): Promise<string> {
+  const proxy = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      const message = body.length === 0 ? undefined : JSON.parse(body.toString('utf8'))
+      if (message?.method === 'tools/call' && message.params?.arguments?.message === 'answer badly') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { resultType: 'frobnicated', content: [{ type: 'text', text: 'an unknown resultType' }] } }))
+        return
+      }
+      const headers = Object.fromEntries(Object.entries(req.headers).filter((entry): entry is [string, string] => typeof entry[1] === 'string' && entry[0] !== 'host' && entry[0] !== 'content-length'))
+      fetch(url, { method: req.method, headers, ...(body.length > 0 && { body }) }).then(answer => {
+        res.writeHead(answer.status, Object.fromEntries(answer.headers))
+        if (answer.body === null) res.end()
+        else Readable.fromWeb(answer.body as Parameters<typeof Readable.fromWeb>[0]).on('error', () => res.destroy()).pipe(res)
+      }, () => res.destroy())
+    })
+  })
+  proxy.listen(0, '127.0.0.1')
+  await once(proxy, 'listening')
+  t.teardown(async () => {
+    proxy.closeAllConnections()
+    await new Promise(resolve => proxy.close(resolve))
+  })
+  return `http://127.0.0.1:${(proxy.address() as { port: number }).port}/mcp`
+}
+
+t.test('one answer the SDK client refuses fails that call with a 502, and the upstream stays up for the next', async t => {
+  const server = await upstream(t)
+  const base = await gatewayFor(t, await badAnswerProxy(t, server.url), true)
+  const bad = await rest(`${base}/modern`, 'echo', { message: 'answer badly' })
+  t.equal(bad.status, 502)
+  t.match(await bad.json(), { code: 'GW_ERR_UPSTREAM' })
+  t.match(await (await fetch(`${base}/ready`)).json(), { status: 'ready', servers: [{ name: 'modern', state: 'up' }] }, 'a bad answer is not a lost connection')
+  const modern = await modernClient(t, `${base}/modern/mcp`)
+  await t.rejects(modern.callTool({ name: 'echo', arguments: { message: 'answer badly' } }), { code: -32603 }, 'an MCP client gets an internal error for that call')
+  const next = await rest(`${base}/modern`, 'echo', { message: 'fine' })
+  t.equal(next.status, 200)
+  t.equal(text(await next.json()), 'fine')
+  t.equal(calls(server, 'echo').length, 1, 'the next call reached the upstream on the same connection')
 })
 
 t.test('a 2026-07-28-only stdio upstream is one child, for REST, 2025 sessions and 2026-07-28 clients alike', async t => {

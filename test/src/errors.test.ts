@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { ProtocolError } from '@modelcontextprotocol/server'
+import { ProtocolError, SdkError, SdkErrorCode } from '@modelcontextprotocol/server'
 import * as errors from '../../src/errors.js'
 
 // The catalogue and the README's error table stay in step, as Fastify's "all errors are
@@ -54,4 +54,14 @@ t.test('any error becomes one JSON-RPC error', async t => {
   const internal = errors.toJsonRpcError(new Error('/etc/secret path'), 'probe')
   t.ok(internal instanceof ProtocolError)
   t.notMatch(internal.message, /secret/, 'an unknown failure says nothing of its internals')
+})
+
+t.test("of the SDK client's own errors, only a connection gone is CONNECTION_CLOSED", async t => {
+  const from = (code: SdkErrorCode): errors.CallError => errors.fromSdkError(new SdkError(code, 'x'))
+  for (const code of [SdkErrorCode.ConnectionClosed, SdkErrorCode.NotConnected, SdkErrorCode.SendFailed, SdkErrorCode.ClientHttpNotImplemented]) t.match(from(code), { code: 'CONNECTION_CLOSED' }, code)
+  t.match(from(SdkErrorCode.RequestTimeout), { code: 'REQUEST_TIMEOUT' })
+  for (const code of [SdkErrorCode.InvalidResult, SdkErrorCode.UnsupportedResultType]) t.match(from(code), { code: 'PROTOCOL_ERROR', rpcCode: -32603 }, `${code}: a bad answer`)
+  t.match(from(SdkErrorCode.MethodNotSupportedByProtocolVersion), { code: 'PROTOCOL_ERROR', rpcCode: -32601 }, 'a request the server cannot take')
+  const target = { server: 'files', state: 'up', failure: undefined, retryAfter: undefined }
+  t.match(errors.toHttpError(from(SdkErrorCode.InvalidResult), target, 'read', 5), { statusCode: 502, code: 'GW_ERR_UPSTREAM' })
 })
