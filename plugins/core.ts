@@ -1,4 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import { Server as TlsServer } from 'node:tls'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import fp from 'fastify-plugin'
@@ -319,6 +322,21 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     else done()
   })
   let drainTimer: NodeJS.Timeout | undefined
+  // Node's fetch (undici) opens a spare connection when a client aborts a streaming response
+  // (a `subscriptions/listen` stream the SDK client ends, an SSE stream; nodejs/undici#5845)
+  // and never sends a request on it. server.close() does not count it as idle and the
+  // keep-alive timeout does not apply to it, so close() would wait for the client's own
+  // keep-alive (4 s). Nothing was asked on such a connection: it is closed at shutdown.
+  const unused = new Set<Socket>()
+  const connected = (socket: Socket): void => {
+    unused.add(socket)
+    socket.once('close', () => { unused.delete(socket) })
+  }
+  const requested = (request: IncomingMessage): void => { unused.delete(request.socket) }
+  // Over HTTPS a request's socket is the TLS one, known once the handshake is done.
+  const accepted = app.server instanceof TlsServer ? 'secureConnection' : 'connection'
+  app.server.on(accepted, connected)
+  app.server.on('request', requested)
   app.addHook('preClose', async () => {
     draining = true
     // A build replaced by a config reload: the server, its connections and every kept
@@ -329,6 +347,7 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     // close() up for Fastify's 72 s keep-alive timeout: once shutdown begins, a connection
     // idles for one millisecond at most.
     app.server.keepAliveTimeout = 1
+    for (const socket of unused) socket.destroy()
     drainTimer = setTimeout(() => {
       app.log.warn({ drainTimeoutMs }, 'calls still in flight after the drain timeout: cancelling them')
       for (const abort of aborts) Promise.resolve().then(abort).catch(err => { app.log.warn({ err }, 'cancelling calls in flight failed') })
@@ -337,7 +356,12 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
       setTimeout(() => { app.server.closeAllConnections() }, CUT_AFTER_CANCEL_MS).unref()
     }, drainTimeoutMs).unref()
   })
-  app.addHook('onClose', async () => { clearTimeout(drainTimer) })
+  app.addHook('onClose', async () => {
+    clearTimeout(drainTimer)
+    // The server outlives a build replaced by a config reload.
+    app.server.off(accepted, connected)
+    app.server.off('request', requested)
+  })
 
   app.setNotFoundHandler(async (request) => {
     // Split rather than parsed with `new URL`, which throws on paths such as `//[`.
