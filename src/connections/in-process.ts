@@ -1,8 +1,5 @@
 import {
-  CLIENT_CAPABILITIES_META_KEY,
-  CLIENT_INFO_META_KEY,
   LATEST_PROTOCOL_VERSION,
-  PROTOCOL_VERSION_META_KEY,
   McpServer,
   ProtocolError,
   SdkError,
@@ -24,7 +21,7 @@ import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server
 import { GATEWAY_INFO } from '../defaults.js'
 import { CallError, JsonRpcCode } from '../errors.js'
 import { carryAuthInfo, interceptHandlers, type Handler } from '../mcp/handlers.js'
-import { MultiplexTransport } from '../mcp/multiplex-transport.js'
+import { listenForListChanges, MultiplexTransport } from '../mcp/multiplex-transport.js'
 import { allPages, askDownstream, LIST_CHANGED } from '../mcp/protocol.js'
 import { sharedJsonSchemaValidator } from '../mcp/validator.js'
 import type { ListKind, McpConnection, RelayOptions, RelaySession, ServerFactory, ServerState } from './connection.js'
@@ -226,15 +223,7 @@ export class InProcessConnection implements McpConnection {
     // A 2026-07-28 instance announces its list changes only on listen subscriptions of its
     // own connection (a tool of a 2026-07-28 caller may change a list), so one is held open
     // for the connection's life and what arrives is handled as the 2025 connection's are.
-    mux.request({
-      jsonrpc: '2.0',
-      id: 0,
-      method: 'subscriptions/listen',
-      params: {
-        notifications: { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true },
-        _meta: { [PROTOCOL_VERSION_META_KEY]: MODERN_REVISION, [CLIENT_INFO_META_KEY]: GATEWAY_INFO, [CLIENT_CAPABILITIES_META_KEY]: {} }
-      }
-    }, { respond () {}, notify () {} })
+    listenForListChanges(mux, MODERN_REVISION)
     this.#modern = { mux, handle }
     return mux
   }

@@ -1,9 +1,6 @@
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import {
-  CLIENT_CAPABILITIES_META_KEY,
-  CLIENT_INFO_META_KEY,
   isJSONRPCRequest,
-  PROTOCOL_VERSION_META_KEY,
   type AuthInfo,
   type InboundClassificationOutcome,
   type JSONRPCMessage,
@@ -15,10 +12,9 @@ import {
 } from '@modelcontextprotocol/server'
 import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio'
 import type { McpConnection } from '../connections/connection.js'
-import { GATEWAY_INFO } from '../defaults.js'
 import { JsonRpcCode, type GatewayError } from '../errors.js'
 import { carryOrigin, interceptHandlers } from '../mcp/handlers.js'
-import { MultiplexTransport } from '../mcp/multiplex-transport.js'
+import { listenForListChanges, MultiplexTransport } from '../mcp/multiplex-transport.js'
 import type { CallPipeline, ServedBy } from '../pipeline/pipeline.js'
 import { acceptsJsonAndSse, hijack, isSupportedLegacyVersion, sseFrame, startSse } from './sse.js'
 
@@ -128,19 +124,7 @@ export class Lanes {
         // Under this entry a 2026-07-28 instance's list changes go only to listen
         // subscriptions on its own connection, so the gateway holds one open for the
         // lifetime of the lane and passes what arrives to the HTTP listen streams.
-        mux.request({
-          jsonrpc: '2.0',
-          id: 0,
-          method: 'subscriptions/listen',
-          params: {
-            notifications: { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true },
-            _meta: {
-              [PROTOCOL_VERSION_META_KEY]: key,
-              [CLIENT_INFO_META_KEY]: GATEWAY_INFO,
-              [CLIENT_CAPABILITIES_META_KEY]: {}
-            }
-          }
-        }, { respond () {}, notify () {} })
+        listenForListChanges(mux, key)
       }
       lane = { era, mux, handle }
       this.#lanes.set(key, lane)

@@ -7,6 +7,8 @@ import type {
   Transport,
   TransportSendOptions
 } from '@modelcontextprotocol/server'
+import { CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY } from '@modelcontextprotocol/server'
+import { GATEWAY_INFO } from '../defaults.js'
 import { JsonRpcCode } from '../errors.js'
 
 /** One HTTP exchange waiting on the shared connection. */
@@ -157,4 +159,22 @@ export class MultiplexTransport implements Transport {
 
 function closedResponse (id: RequestId): JSONRPCMessage {
   return { jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: 'Server is shutting down' } }
+}
+
+/**
+ * Holds a `subscriptions/listen` open on a 2026-07-28 server instance's connection for the
+ * connection's life: under the SDK's entry such an instance announces its list changes only
+ * to listen subscriptions of its own connection, and what arrives goes to the transport's
+ * `onUnrelated`.
+ */
+export function listenForListChanges (mux: MultiplexTransport, protocolVersion: string): void {
+  mux.request({
+    jsonrpc: '2.0',
+    id: 0,
+    method: 'subscriptions/listen',
+    params: {
+      notifications: { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true },
+      _meta: { [PROTOCOL_VERSION_META_KEY]: protocolVersion, [CLIENT_INFO_META_KEY]: GATEWAY_INFO, [CLIENT_CAPABILITIES_META_KEY]: {} }
+    }
+  }, { respond () {}, notify () {} })
 }
