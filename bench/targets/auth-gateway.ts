@@ -10,12 +10,8 @@
  */
 import { createServer } from 'node:http'
 import { once } from 'node:events'
-import Fastify from 'fastify'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
-import gateway from '../../src/app.js'
-import { limitConnections, serverOptions } from '../../src/http/server-options.js'
-import { createGreetServer } from '../../servers/greet/index.js'
-import { portFromArgs, serve } from './lifecycle.js'
+import { startGatewayTarget } from './gateway-target.js'
 
 const AUDIENCE = 'bench-gateway'
 const KEY_ID = 'bench'
@@ -43,13 +39,9 @@ const token = await new SignJWT({ scope: 'mcp' })
   .setExpirationTime('12h')
   .sign(privateKey)
 
-const app = Fastify({ ...serverOptions(), logger: { level: 'warn' } })
-limitConnections(app.server)
-await app.register(gateway, {
-  servers: [
-    { name: 'greet', factory: createGreetServer, jsonResponse: true },
-    { name: 'greet-stateless', factory: createGreetServer, stateless: true }
-  ],
+// Printed before the port line, which the target prints once it listens.
+process.stdout.write(`bearer ${token}\n`)
+await startGatewayTarget({
   security: {
     auth: {
       mode: 'required',
@@ -61,12 +53,4 @@ await app.register(gateway, {
     },
     policy: [{ match: {}, allow: ['*'], deny: [] }]
   }
-})
-
-await app.listen({ port: portFromArgs(), host: '127.0.0.1' })
-const address = app.server.address()
-process.stdout.write(`bearer ${token}\n`)
-serve(typeof address === 'object' && address !== null ? address.port : 0, async () => {
-  await app.close()
-  issuerServer.close()
-})
+}, undefined, () => { issuerServer.close() })

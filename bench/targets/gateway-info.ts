@@ -6,25 +6,9 @@
  * and counts them for the runner (`logLines`).
  */
 import { openSync } from 'node:fs'
-import Fastify from 'fastify'
-import gateway from '../../src/app.js'
-import { limitConnections, serverOptions } from '../../src/http/server-options.js'
 import { commandLogging } from '../../src/logging.js'
-import { createGreetServer } from '../../servers/greet/index.js'
-import { portFromArgs, serve } from './lifecycle.js'
+import { startGatewayTarget } from './gateway-target.js'
 import { countLogLine } from './meter.js'
 
 const logging = commandLogging({ format: 'json', level: 'info', fd: openSync('/dev/null', 'w'), onLine: countLogLine })
-const app = Fastify({ ...serverOptions(), ...logging.fastify })
-limitConnections(app.server)
-await app.register(gateway, {
-  requestLines: true,
-  servers: [
-    { name: 'greet', factory: createGreetServer, jsonResponse: true },
-    { name: 'greet-stateless', factory: createGreetServer, stateless: true }
-  ]
-})
-
-await app.listen({ port: portFromArgs(), host: '127.0.0.1' })
-const address = app.server.address()
-serve(typeof address === 'object' && address !== null ? address.port : 0, async () => { await app.close() })
+await startGatewayTarget({ requestLines: true }, logging.fastify)

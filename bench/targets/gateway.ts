@@ -4,21 +4,6 @@
  * options (`serverOptions`). Logger at 'warn', so Fastify's per-request 'info' logs are off
  * while warnings and errors still show; gateway-info.ts is the same at the default 'info'.
  */
-import Fastify from 'fastify'
-import gateway from '../../src/app.js'
-import { limitConnections, serverOptions } from '../../src/http/server-options.js'
-import { createGreetServer } from '../../servers/greet/index.js'
-import { portFromArgs, serve } from './lifecycle.js'
+import { startGatewayTarget } from './gateway-target.js'
 
-const app = Fastify({ ...serverOptions(), logger: { level: 'warn' } })
-limitConnections(app.server)
-await app.register(gateway, {
-  servers: [
-    { name: 'greet', factory: createGreetServer, jsonResponse: true },
-    { name: 'greet-stateless', factory: createGreetServer, stateless: true }
-  ]
-})
-
-await app.listen({ port: portFromArgs(), host: '127.0.0.1' })
-const address = app.server.address()
-serve(typeof address === 'object' && address !== null ? address.port : 0, async () => { await app.close() })
+await startGatewayTarget()
