@@ -1,10 +1,8 @@
 import t from 'tap'
-import { mkdirSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
-import { chromium, type Browser, type Page } from 'playwright-core'
 import { McpServer } from '@modelcontextprotocol/server'
 import * as z from 'zod'
 import { builtinEntries } from '../../src/app.js'
+import { launchChromium, offlinePage, SHOTS, toGateway } from '../browser.js'
 import { listen } from '../helper.js'
 
 // Swagger UI at /docs and ReDoc at /redoc as a user opens them: a real Chromium (Debian's,
@@ -12,8 +10,6 @@ import { listen } from '../helper.js'
 // not to 127.0.0.1 blocked and counted, so the pages are shown to work with no network at all
 // (ReDoc's bundle would fetch Redocly's logo from a CDN). Screenshots go to .screenshots/.
 
-const CHROMIUM = '/usr/bin/chromium'
-const SHOTS = fileURLToPath(new URL('../../.screenshots/', import.meta.url))
 /** Long enough for a timeout, never a wait: every wait below ends as soon as the page shows the thing. */
 const SHOWN_WITHIN = 20_000
 
@@ -30,34 +26,17 @@ function createNotesServer (): McpServer {
 
 const { base } = await listen(t, { servers: [...builtinEntries(), { name: 'notes', factory: createNotesServer }] })
 
-mkdirSync(SHOTS, { recursive: true })
-const browser: Browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run']
-})
-t.teardown(() => browser.close())
+const browser = await launchChromium(t)
 
-/** A page that blocks and records every request not to 127.0.0.1, and records console errors. */
-async function offlinePage (): Promise<{ page: Page, blocked: string[], consoleErrors: string[] }> {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } })
-  const blocked: string[] = []
-  const consoleErrors: string[] = []
-  page.on('console', message => { if (message.type() === 'error') consoleErrors.push(message.text()) })
-  page.on('pageerror', err => { consoleErrors.push(err.message) })
-  await page.route('**/*', async route => {
-    const url = new URL(route.request().url())
-    if (url.hostname === '127.0.0.1' || url.protocol === 'data:' || url.protocol === 'blob:') await route.continue()
-    else {
-      blocked.push(url.href)
-      await route.abort()
-    }
-  })
-  t.teardown(() => page.close())
-  return { page, blocked, consoleErrors }
+/** A page that blocks and records every request not to 127.0.0.1 (data: and blob: URLs stay in the page), and records console errors. */
+async function openPage (): Promise<Awaited<ReturnType<typeof offlinePage>>> {
+  const opened = await offlinePage(browser, { width: 1400, height: 1000 }, url => toGateway(url) || url.protocol === 'data:' || url.protocol === 'blob:')
+  t.teardown(() => opened.page.close())
+  return opened
 }
 
 t.test('Swagger UI loads offline and shows every operation, with examples built from the tools', async t => {
-  const { page, blocked, consoleErrors } = await offlinePage()
+  const { page, blocked, consoleErrors } = await openPage()
   await page.goto(`${base}/docs/`)
   await page.waitForSelector('.opblock-summary-path', { timeout: SHOWN_WITHIN })
   const shown = await page.locator('.opblock-summary-path').allTextContents()
@@ -85,7 +64,7 @@ t.test('Swagger UI loads offline and shows every operation, with examples built 
 })
 
 t.test('ReDoc loads offline and renders the document', async t => {
-  const { page, blocked, consoleErrors } = await offlinePage()
+  const { page, blocked, consoleErrors } = await openPage()
   const requested: string[] = []
   page.on('request', request => { requested.push(new URL(request.url()).pathname) })
   await page.goto(`${base}/redoc`)

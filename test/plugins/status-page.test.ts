@@ -1,14 +1,13 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
-import { chromium, type Browser, type Page } from 'playwright-core'
 import { McpServer } from '@modelcontextprotocol/server'
 import * as z from 'zod'
 import { UpstreamConnection } from '../../src/connections/upstream.js'
 import { builtinServers } from '../../servers/index.js'
+import { launchChromium, offlinePage, SHOTS } from '../browser.js'
 import { alive, json, listen } from '../helper.js'
 
 // The status page as a user sees it: a real Chromium (Debian's, installed by
@@ -16,8 +15,6 @@ import { alive, json, listen } from '../helper.js'
 // request the page makes that is not to 127.0.0.1 is blocked and counted, which proves the
 // page works offline. Each state is saved as a screenshot under .screenshots/ (git-ignored).
 
-const CHROMIUM = '/usr/bin/chromium'
-const SHOTS = fileURLToPath(new URL('../../.screenshots/', import.meta.url))
 const fixture = fileURLToPath(new URL('../fixtures/stdio-server.mjs', import.meta.url))
 /** Long enough for a timeout, never a wait: every wait below ends as soon as the page shows the thing. */
 const SHOWN_WITHIN = 20_000
@@ -60,26 +57,8 @@ const { app, base } = await listen(t, {
   ]
 })
 
-mkdirSync(SHOTS, { recursive: true })
-const browser: Browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run']
-})
-t.teardown(() => browser.close())
-
-const page: Page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
-const consoleErrors: string[] = []
-const blocked: string[] = []
-page.on('console', message => { if (message.type() === 'error') consoleErrors.push(message.text()) })
-page.on('pageerror', err => { consoleErrors.push(err.message) })
-await page.route('**/*', async route => {
-  const url = new URL(route.request().url())
-  if (url.hostname === '127.0.0.1') await route.continue()
-  else {
-    blocked.push(url.href)
-    await route.abort()
-  }
-})
+const browser = await launchChromium(t)
+const { page, blocked, consoleErrors } = await offlinePage(browser, { width: 1280, height: 900 })
 
 const shot = async (name: string): Promise<void> => { await page.screenshot({ path: `${SHOTS}status-${name}.png`, fullPage: true }) }
 const stateOf = (server: string): string => `[data-server="${server}"] .badge.state`
