@@ -11,7 +11,7 @@ import tracing from '../plugins/tracing.js'
 import metrics from '../plugins/metrics.js'
 import statusPage from '../plugins/status.js'
 import { builtinServers } from '../servers/index.js'
-import type { GatewayConfig, ServerConfig } from './config.js'
+import type { GatewayConfig, ModuleServerConfig, ServerConfig } from './config.js'
 import { AggregateConnection } from './connections/aggregate.js'
 import type { McpConnection, ServerFactory } from './connections/connection.js'
 import { InProcessConnection } from './connections/in-process.js'
@@ -176,6 +176,23 @@ function connected (name: string, reached: { factory: ServerFactory } | { connec
   return 'connection' in reached ? reached.connection : new InProcessConnection(name, reached.factory)
 }
 
+/**
+ * The factory a `module` entry names, imported as the gateway imports it (also by the
+ * command's --check); a module that does not load, or lacks the export, is an options error.
+ */
+export async function moduleFactory (server: ModuleServerConfig): Promise<ServerFactory> {
+  const specifier = isAbsolute(server.module) ? pathToFileURL(server.module).href : server.module
+  let loaded: Record<string, unknown>
+  try {
+    loaded = await import(specifier) as Record<string, unknown>
+  } catch (err) {
+    throw new InvalidOptionsError(`mcpServers.${server.name}.module: cannot load '${server.module}': ${(err as Error).message}`)
+  }
+  const exported = loaded[server.export]
+  if (typeof exported !== 'function') throw new InvalidOptionsError(`mcpServers.${server.name}: '${server.module}' has no function export '${server.export}'`)
+  return exported as ServerFactory
+}
+
 async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ factory: ServerFactory } | { connection: McpConnection }> {
   switch (server.kind) {
     case 'builtin': {
@@ -183,18 +200,8 @@ async function reach (app: FastifyInstance, server: ServerConfig): Promise<{ fac
       if (factory === undefined) throw new InvalidOptionsError(`mcpServers.${server.name}.builtin: no built-in server '${server.builtin}' (there are ${Object.keys(builtinServers).join(', ')})`)
       return { factory }
     }
-    case 'module': {
-      const specifier = isAbsolute(server.module) ? pathToFileURL(server.module).href : server.module
-      let loaded: Record<string, unknown>
-      try {
-        loaded = await import(specifier) as Record<string, unknown>
-      } catch (err) {
-        throw new InvalidOptionsError(`mcpServers.${server.name}.module: cannot load '${server.module}': ${(err as Error).message}`)
-      }
-      const exported = loaded[server.export]
-      if (typeof exported !== 'function') throw new InvalidOptionsError(`mcpServers.${server.name}: '${server.module}' has no function export '${server.export}'`)
-      return { factory: exported as ServerFactory }
-    }
+    case 'module':
+      return { factory: await moduleFactory(server) }
     default:
       return {
         connection: new UpstreamConnection(server.name, {

@@ -1,17 +1,14 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs'
-import { isAbsolute } from 'node:path'
 import { createSecureContext } from 'node:tls'
-import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
-import gateway from './app.js'
+import gateway, { moduleFactory } from './app.js'
 import { loadConfig, type GatewayConfig } from './config.js'
 import { printableConfig } from './config-print.js'
 import { commandLogging } from './logging.js'
 import { reloadingGateway, type ReloadingGateway } from './reload.js'
-import { InvalidOptionsError } from './errors.js'
 import { limitConnections, serverOptions, type HttpLimits } from './http/server-options.js'
 import { builtinServers } from '../servers/index.js'
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_SEPARATOR, GATEWAY_INFO } from './defaults.js'
@@ -350,17 +347,15 @@ async function checkOnly ({ config, tls, certificate, print }: {
       fail(`cannot serve HTTPS with --tls-cert/--tls-key or gateway.tls: ${(err as Error).message}`)
     }
   }
-  // A module entry that does not load stops a start, so it is imported here as the gateway
-  // would (src/app.ts), with the same messages; its factory is not called.
+  // A module entry that does not load stops a start, so it is imported here by the gateway's
+  // own loader (moduleFactory, src/app.ts), with the same messages; its factory is not called.
   for (const server of effective.servers) {
     if (server.kind !== 'module' || server.disabled === true) continue
-    let loaded: Record<string, unknown>
     try {
-      loaded = await import(isAbsolute(server.module) ? pathToFileURL(server.module).href : server.module) as Record<string, unknown>
+      await moduleFactory(server)
     } catch (err) {
-      fail(new InvalidOptionsError(`mcpServers.${server.name}.module: cannot load '${server.module}': ${(err as Error).message}`).message)
+      fail((err as Error).message)
     }
-    if (typeof loaded[server.export] !== 'function') fail(new InvalidOptionsError(`mcpServers.${server.name}: '${server.module}' has no function export '${server.export}'`).message)
   }
   const enabled = effective.servers.filter(server => server.disabled !== true)
   const disabled = effective.servers.filter(server => server.disabled === true)
