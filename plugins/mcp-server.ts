@@ -129,6 +129,7 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     bodyLimit,
     // The aggregate passes each call through the pipeline itself, under its member's names.
     ...(!endpointOnly && { pipeline: app.callPipeline }),
+    ...(app.gatewayCluster !== undefined && { cluster: app.gatewayCluster }),
     log
   })
   retained?.mounted(retainedAs, connection, endpoint, !endpointOnly)

@@ -20,6 +20,7 @@ import { InvalidOptionsError } from './errors.js'
 import type { CallFilter } from './pipeline/pipeline.js'
 import type { ObservabilityOptions } from './observability.js'
 import type { SecurityOptions } from './security.js'
+import type { Cluster } from './stores/cluster.js'
 import type { Retained } from './http/retained.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
@@ -59,6 +60,19 @@ export interface GatewayOptions {
    * request made a call. The command sets it (src/logging.ts). Default `false`.
    */
   requestLines?: boolean
+  /**
+   * What this gateway shares with other instances serving the same clients (src/stores):
+   * 2025-era sessions, resumable streams' events, the broker. Default: none, everything in
+   * this process. Tests give two gateways one `memoryCluster`'s parts.
+   */
+  cluster?: Cluster
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** What this instance shares with the others (src/stores/cluster.ts); undefined when it runs alone. */
+    gatewayCluster: Cluster | undefined
+  }
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -81,6 +95,8 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
     ...(options.filters !== undefined && { filters: options.filters }),
     ...(options.drainTimeoutMs !== undefined && { drainTimeoutMs: options.drainTimeoutMs })
   })
+  // Read by each mount (its endpoint's sessions and streams) and by `/ready`.
+  app.decorate('gatewayCluster', options.cluster)
   const config = options.config
   const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config, retained)
   const aggregate = config === undefined ? options.aggregate : config.aggregate.enabled && { separator: config.aggregate.separator }

@@ -13,7 +13,8 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 /** Rank of each part: a file may import files of its own rank or lower. */
 function rank (file: string): number {
   if (['src/errors.ts', 'src/defaults.ts', 'src/config.ts', 'src/security.ts', 'src/observability.ts', 'src/connections/connection.ts'].includes(file)) return 0
-  if (file.startsWith('src/mcp/')) return 1
+  // The stores (src/stores) are plumbing beside the protocol's: anything above may use them.
+  if (file.startsWith('src/mcp/') || file.startsWith('src/stores/')) return 1
   if (file.startsWith('src/connections/')) return 2
   if (file.startsWith('src/pipeline/')) return 3
   if (file.startsWith('src/http/') || file.startsWith('src/rest/')) return 4

@@ -15,6 +15,7 @@ import type { EndpointStats } from '../connections/registry.js'
 import { JsonRpcCode } from '../errors.js'
 import { checkParamHeaders, HEADER_MISMATCH, toolParamHeaders } from '../mcp/param-headers.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
+import type { Cluster } from '../stores/cluster.js'
 import { Lanes } from './lanes.js'
 import { SessionTable } from './sessions.js'
 import { hijack, rejectJsonRpc } from './sse.js'
@@ -47,6 +48,11 @@ export interface StreamableHttpOptions {
    * to (the aggregate), so a call passes them once, under the member's own names.
    */
   pipeline?: CallPipeline
+  /**
+   * What this instance shares with other gateway instances (sessions, stream events, the
+   * broker, the listen bus). Absent when the gateway runs alone: everything stays in memory.
+   */
+  cluster?: Cluster
   log: FastifyBaseLogger
 }
 

@@ -1,0 +1,75 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+
+// A real redis-server for a test: Debian's (scripts/ensure-redis.sh installs it), started on
+// a free loopback port with nothing saved to disk, and stopped by its PID when the test ends.
+
+export interface RedisServer {
+  /** `redis://127.0.0.1:<port>` */
+  url: string
+  port: number
+  readonly pid: number | undefined
+  /** Stops it (SIGTERM, then waits for the exit); `start` brings it back on the same port, empty. */
+  stop: () => Promise<void>
+  start: () => Promise<void>
+}
+
+/** A free TCP port on 127.0.0.1, as the OS hands one out. */
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
+    })
+  })
+}
+
+const REDIS_BIN = process.env.REDIS_SERVER ?? 'redis-server'
+
+/** Starts a redis-server of this test's own; stopped at the test's end. */
+export async function startRedis (t: Test): Promise<RedisServer> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'gw-redis-'))
+  let child: ChildProcess | undefined
+  const start = async (): Promise<void> => {
+    const started = spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+    child = started
+    await new Promise<void>((resolve, reject) => {
+      let output = ''
+      const onExit = (code: number | null): void => { reject(new Error(`redis-server exited with ${String(code)} before it was ready: ${output.slice(-500)}`)) }
+      const onData = (chunk: Buffer): void => {
+        output += chunk.toString()
+        if (!output.includes('Ready to accept connections')) return
+        started.stdout?.off('data', onData)
+        started.off('exit', onExit)
+        started.stdout?.resume()
+        resolve()
+      }
+      started.stdout?.on('data', onData)
+      started.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
+      started.once('error', reject)
+      started.once('exit', onExit)
+    })
+  }
+  const stop = async (): Promise<void> => {
+    const running = child
+    child = undefined
+    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return
+    await new Promise<void>(resolve => {
+      running.once('exit', () => { resolve() })
+      running.kill('SIGTERM')
+    })
+  }
+  await start()
+  t.teardown(async () => {
+    await stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { url: `redis://127.0.0.1:${port}`, port, get pid () { return child?.pid }, stop, start }
+}
