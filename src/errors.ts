@@ -205,6 +205,17 @@ export class TooManySessionsError extends TooManySessionsBase implements Gateway
   }
 }
 
+const StoreUnavailableBase = createError<[what: string]>(
+  'GW_ERR_STORE_UNAVAILABLE', 'The shared store is unreachable (%s): retry shortly', 503)
+
+/**
+ * A request that needs what instances share (a 2025-era session, a stream to resume) while
+ * Redis is unreachable; the gateway reconnects with backoff, so a retry soon may succeed.
+ */
+export class StoreUnavailableError extends StoreUnavailableBase implements GatewayError {
+  headers = { 'retry-after': '2' }
+}
+
 export const ToolTimeoutError = createError<[tool: string, server: string, ms: number]>(
   'GW_ERR_TOOL_TIMEOUT', "Tool '%s' on server '%s' did not answer within %d ms", 504)
 

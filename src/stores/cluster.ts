@@ -77,6 +77,10 @@ export class BrokerEventBus implements ServerEventBus {
 }
 
 /** What a cluster is made of, whichever engine holds it. */
+/** How often an instance says it is alive, and how long one that stopped saying so counts as alive. */
+export const HEARTBEAT_MS = 2000
+export const HEARTBEAT_TTL_MS = 3 * HEARTBEAT_MS
+
 export interface ClusterParts {
   sessions: SessionStore
   events: StreamEventStore
@@ -95,6 +99,11 @@ export function makeCluster (parts: ClusterParts): Cluster {
   const instanceId = parts.instanceId ?? randomUUID()
   const buses = new Map<string, BrokerEventBus>()
   const onerror = parts.onerror ?? (() => {})
+  // Other instances read it to tell a stream or session whose owner stopped (SIGKILL, crash)
+  // from one whose owner still works on it.
+  const beat = (): void => { parts.sessions.beat(instanceId, HEARTBEAT_TTL_MS).catch(onerror) }
+  beat()
+  const heartbeat = setInterval(beat, HEARTBEAT_MS).unref()
   return {
     instanceId,
     sessions: parts.sessions,
@@ -108,6 +117,7 @@ export function makeCluster (parts: ClusterParts): Cluster {
       return bus
     },
     async close () {
+      clearInterval(heartbeat)
       await Promise.allSettled([...buses.values()].map(async bus => { await bus.close() }))
       buses.clear()
       await parts.close?.()
