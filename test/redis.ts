@@ -13,7 +13,7 @@ export interface RedisServer {
   url: string
   port: number
   readonly pid: number | undefined
-  /** Stops it (SIGTERM, then waits for the exit); `start` brings it back on the same port, empty. */
+  /** Stops it (SIGTERM, then waits for its exit); `start` brings it back on the same port, empty. */
   stop: () => Promise<void>
   start: () => Promise<void>
 }
@@ -30,15 +30,17 @@ export async function freePort (): Promise<number> {
   })
 }
 
-const REDIS_BIN = process.env.REDIS_SERVER ?? 'redis-server'
-
 /** Starts a redis-server of this test's own; stopped at the test's end. */
 export async function startRedis (t: Test): Promise<RedisServer> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'gw-redis-'))
   let child: ChildProcess | undefined
   const start = async (): Promise<void> => {
-    const started = spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+    // Through a shell that holds the server while its stdin (a pipe from this process) is
+    // open: if the test process dies without its teardown (a tap timeout kills it), the pipe
+    // closes and the server goes with it, instead of living on as an orphan.
+    const started = spawn('sh', ['-c', 'redis-server "$@" & r=$!; trap \'kill $r\' TERM; cat >/dev/null; kill $r 2>/dev/null; wait $r', 'sh',
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/bin:/usr/sbin` } })
     child = started
     await new Promise<void>((resolve, reject) => {
       let output = ''
@@ -63,7 +65,8 @@ export async function startRedis (t: Test): Promise<RedisServer> {
     if (running === undefined || running.exitCode !== null || running.signalCode !== null) return
     await new Promise<void>(resolve => {
       running.once('exit', () => { resolve() })
-      running.kill('SIGTERM')
+      // Ending its stdin makes the shell stop the server and wait for it.
+      running.stdin?.end()
     })
   }
   await start()

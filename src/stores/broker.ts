@@ -28,13 +28,33 @@ export interface Broker {
  */
 export class MemoryBroker implements Broker {
   #channels = new Map<string, Set<(message: BrokerMessage) => void>>()
+  #onerror: (err: Error) => void
+
+  /** `onerror` gets what `publish` may not throw: a message JSON cannot carry, a listener that threw. */
+  constructor (onerror: (err: Error) => void = () => {}) {
+    this.#onerror = onerror
+  }
 
   publish (channel: string, message: BrokerMessage): void {
     const listeners = this.#channels.get(channel)
     if (listeners === undefined) return
     // Copied, as a remote message would be: no subscriber shares an object with the publisher.
-    const text = JSON.stringify(message)
-    for (const listener of [...listeners]) queueMicrotask(() => { listener(JSON.parse(text)) })
+    let text: string
+    try {
+      text = JSON.stringify(message)
+    } catch (err) {
+      this.#onerror(err as Error)
+      return
+    }
+    for (const listener of [...listeners]) {
+      queueMicrotask(() => {
+        try {
+          listener(JSON.parse(text))
+        } catch (err) {
+          this.#onerror(err as Error)
+        }
+      })
+    }
   }
 
   async subscribe (channel: string, listener: (message: BrokerMessage) => void): Promise<() => void> {

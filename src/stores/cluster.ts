@@ -76,11 +76,11 @@ export class BrokerEventBus implements ServerEventBus {
   }
 }
 
-/** What a cluster is made of, whichever engine holds it. */
 /** How often an instance says it is alive, and how long one that stopped saying so counts as alive. */
 export const HEARTBEAT_MS = 2000
 export const HEARTBEAT_TTL_MS = 3 * HEARTBEAT_MS
 
+/** What a cluster is made of, whichever engine holds it. */
 export interface ClusterParts {
   sessions: SessionStore
   events: StreamEventStore
