@@ -105,6 +105,8 @@ export interface McpConnection extends RelayTarget {
   readonly failure: string | undefined
   /** While down: seconds until the next attempt to bring it back, for `Retry-After`. */
   readonly retryAfter: number | undefined
+  /** Each downstream session holds state only this process has (`isolation: "session"`: its own upstream connection); no other gateway instance can serve it. */
+  readonly pinsSessions?: boolean
   /** Connects and lists tools; throws when the server cannot start. Idempotent. */
   start (): Promise<void>
   /** The tools, with their JSON Schemas, as last listed. */

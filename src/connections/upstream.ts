@@ -122,6 +122,7 @@ const REVISIONS: Record<Revisions, string> = { legacy: '2025 only', modern: '202
  */
 export class UpstreamConnection implements McpConnection {
   readonly name: string
+  get pinsSessions (): boolean { return this.#options.isolation === 'session' }
   #options: UpstreamOptions
   #log: FastifyBaseLogger | undefined
   #state: ServerState = 'starting'

@@ -18,6 +18,7 @@ import type { CallPipeline } from '../pipeline/pipeline.js'
 import type { Cluster } from '../stores/cluster.js'
 import { Lanes } from './lanes.js'
 import { SessionTable } from './sessions.js'
+import { SharedSessions } from './shared-sessions.js'
 import { hijack, rejectJsonRpc } from './sse.js'
 
 export interface StreamableHttpOptions {
@@ -90,6 +91,9 @@ export class StreamableHttpEndpoint {
       legacy: options.stateless ? 'stateless' : 'reject',
       maxRequestBodySize: options.bodyLimit,
       maxSubscriptions: options.maxListenStreams,
+      // Shared by every instance: a `list_changed` or `resources/updated` raised on one reaches
+      // the listen streams held on all of them.
+      ...(options.cluster !== undefined && { bus: options.cluster.busFor(connection.name) }),
       onerror: err => { options.log.debug({ err }, 'mcp request rejected') }
     })
     const nodeOptions = {
@@ -115,6 +119,14 @@ export class StreamableHttpEndpoint {
       sessionIdleMs: options.sessionIdleMs,
       maxStreamLifetimeMs: options.maxStreamLifetimeMs,
       pipeline: options.pipeline,
+      ...(options.cluster !== undefined && {
+        shared: new SharedSessions(options.cluster, {
+          server: connection.name,
+          pinned: connection.pinsSessions === true,
+          sessionIdleMs: options.sessionIdleMs,
+          onerror: (err, what) => { options.log.warn({ err, what }, 'shared session state failed') }
+        })
+      }),
       log: options.log
     })
   }

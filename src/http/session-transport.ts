@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import {
   isJSONRPCRequest,
+  isJSONRPCNotification,
   type JSONRPCMessage,
   type JSONRPCRequest,
   type MessageExtraInfo,
@@ -21,13 +22,35 @@ const MAX_RESUMABLE = 100
  * minutes: an SSE comment every 15 s keeps the stream alive and is ignored by clients (the
  * SDK's own transports send one at the same pace).
  */
-function keepAlive (res: ServerResponse): void {
+export function keepAlive (res: ServerResponse): void {
   const timer = setInterval(() => { res.write(': keep-alive\n\n') }, KEEP_ALIVE_MS).unref()
   res.once('close', () => { clearInterval(timer) })
 }
 
 /** Client reconnection delay announced in priming events, in ms. */
 const RETRY_MS = 1000
+/** Server→client requests awaiting their answer per replica, beyond which the oldest (timed out, surely) are forgotten. */
+const MAX_OUTGOING = 1000
+
+/**
+ * What the transport of a session that other gateway instances serve too needs of them
+ * (`shared-sessions.ts`). Absent for a gateway alone, which then pays nothing for it.
+ */
+export interface SessionPeer {
+  /**
+   * Unique to this replica among every instance's replicas of every session: it starts the
+   * ids of the POST streams it opens and of the server→client requests it sends, so an
+   * answer or a resume landing on another instance finds its way back here.
+   */
+  readonly prefix: string
+  /** A client message (an answer, a notification) that belongs to a request this replica does not hold. */
+  forward (message: JSONRPCMessage): void
+  /** A server message no stream here can carry: for the instance holding the session's GET stream. */
+  toStream (message: JSONRPCMessage): void
+  /** A POST's stream that a client may resume elsewhere: what it answers, and each of its events. */
+  streamOpened (streamId: string, requests: RequestId[]): void
+  storeEvent (streamId: string, message: JSONRPCMessage): void
+}
 
 /**
  * One POST waiting for the answers to the requests it carried.
@@ -168,10 +191,16 @@ class PostExchange {
     this.#transport.remember(this)
     // The priming event (SEP-1699): an event id before any message, so even a stream that
     // breaks at once can be resumed. Empty `data` is valid only for 2025-11-25 clients on.
-    if (this.#priming) this.#write(`id: ${this.#nextEventId()}\nretry: ${RETRY_MS}\ndata: \n\n`)
+    // With other instances, the stream is described in the shared store and its events kept
+    // there (the priming event `<stream>:0` is not: the store numbers from 1, as here).
+    if (this.#priming) {
+      this.#transport.peer?.streamOpened(this.streamId, this.#order)
+      this.#write(`id: ${this.#nextEventId()}\nretry: ${RETRY_MS}\ndata: \n\n`)
+    }
   }
 
   #emit (message: JSONRPCMessage): void {
+    if (this.#priming) this.#transport.peer?.storeEvent(this.streamId, message)
     this.#write(`id: ${this.#nextEventId()}\n${sseFrame(message)}`)
   }
 
@@ -208,6 +237,7 @@ class PostExchange {
  */
 export class SessionTransport implements Transport {
   readonly sessionId: string
+  readonly peer: SessionPeer | undefined
   onclose?: () => void
   onerror?: (error: Error) => void
   onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void
@@ -220,9 +250,18 @@ export class SessionTransport implements Transport {
   #standalone: ServerResponse | undefined
   #closed = false
   #protocolVersion: string | undefined
+  /**
+   * With a peer: the server→client requests sent and not yet answered, by the id the client
+   * sees (the peer's prefix and the server's own id) to the server's own id.
+   */
+  readonly #outgoing = new Map<string, RequestId>()
+  /** Requests fed to the server by the gateway itself (`replay`), awaiting their answer. */
+  readonly #replays = new Map<RequestId, (message: JSONRPCMessage) => void>()
+  #nextReplay = 1
 
-  constructor (sessionId: string, options: { jsonResponse: boolean, maxStreamLifetimeMs: number }) {
+  constructor (sessionId: string, options: { jsonResponse: boolean, maxStreamLifetimeMs: number, peer?: SessionPeer }) {
     this.sessionId = sessionId
+    this.peer = options.peer
     this.#jsonResponse = options.jsonResponse
     this.#maxStreamLifetimeMs = options.maxStreamLifetimeMs
   }
@@ -262,7 +301,7 @@ export class SessionTransport implements Transport {
     const priming = !this.#jsonResponse && typeof version === 'string' && version >= '2025-11-25'
     let exchange: PostExchange | undefined
     if (requests.length > 0) {
-      exchange = new PostExchange(this, String(this.#nextStream++), request, reply, requests.map(message => message.id), Array.isArray(body), priming)
+      exchange = new PostExchange(this, `${this.peer?.prefix ?? ''}${this.#nextStream++}`, request, reply, requests.map(message => message.id), Array.isArray(body), priming)
     }
     for (const message of requests) this.#exchanges.set(message.id, exchange as PostExchange)
     const authInfo = request.identity
@@ -273,13 +312,71 @@ export class SessionTransport implements Transport {
       const extra = closeSSEStream === undefined && authInfo === undefined
         ? undefined
         : { ...(closeSSEStream !== undefined && { closeSSEStream }), ...(authInfo !== undefined && { authInfo }) }
-      this.onmessage?.(message, extra)
+      if (this.peer !== undefined && !isJSONRPCRequest(message)) this.#fromClient(message, extra)
+      else this.onmessage?.(message, extra)
     }
     if (exchange === undefined) {
       void reply.code(202).header('mcp-session-id', this.sessionId).send()
       return
     }
     await exchange.finished
+  }
+
+  /**
+   * A client's answer or notification in a session other instances serve too: fed to this
+   * replica's server when it holds what the message belongs to, else passed on to the
+   * others. A notification that concerns no one request (roots list changed) goes to every
+   * replica's server.
+   */
+  #fromClient (message: JSONRPCMessage, extra?: MessageExtraInfo): void {
+    if (this.receive(message, extra)) {
+      // Every replica was told `initialized` when it was made; cancellations concern one.
+      if (isJSONRPCNotification(message) && message.method !== 'notifications/cancelled' && message.method !== 'notifications/initialized') this.peer?.forward(message)
+      return
+    }
+    this.peer?.forward(message)
+  }
+
+  /**
+   * A client message, POSTed here or passed on by another instance: fed to the server if it
+   * is for this replica (an answer to a request it sent, the cancellation of a request it
+   * runs, any other notification); false when it is not.
+   */
+  receive (message: JSONRPCMessage, extra?: MessageExtraInfo): boolean {
+    if (this.#closed) return false
+    if (isJSONRPCNotification(message)) {
+      if (message.method === 'notifications/cancelled' && !this.#exchanges.has(message.params?.requestId as RequestId)) return false
+      this.onmessage?.(message, extra)
+      return true
+    }
+    if (!('id' in message) || isJSONRPCRequest(message)) return false
+    const own = this.#outgoing.get(message.id as string)
+    if (own === undefined) return false
+    this.#outgoing.delete(message.id as string)
+    this.onmessage?.({ ...message, id: own } as JSONRPCMessage, extra)
+    return true
+  }
+
+  /** A server message another instance could not carry: on this instance's GET stream, if it has one. */
+  writeToStream (message: JSONRPCMessage): void {
+    this.#standalone?.write(sseFrame(message))
+  }
+
+  /**
+   * Feeds the server a request of the gateway's own (re-creating a session from its stored
+   * `initialize`); resolves with the server's answer, which no client sees.
+   */
+  async replay (method: string, params: Record<string, unknown> | undefined): Promise<JSONRPCMessage> {
+    // Not a client's id: the client's own ids are numbers or strings it picked, never this shape.
+    const id = `gateway-replay-${this.#nextReplay++}`
+    const answered = new Promise<JSONRPCMessage>(resolve => { this.#replays.set(id, resolve) })
+    this.onmessage?.({ jsonrpc: '2.0', id, method, ...(params !== undefined && { params }) } as JSONRPCMessage)
+    return await answered
+  }
+
+  /** Feeds the server a notification of the gateway's own. */
+  notify (method: string): void {
+    this.onmessage?.({ jsonrpc: '2.0', method } as JSONRPCMessage)
   }
 
   /**
@@ -372,21 +469,45 @@ export class SessionTransport implements Transport {
   async send (message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
     if (this.#closed) return
     if ('id' in message && ('result' in message || 'error' in message)) {
+      const replayed = this.#replays.size === 0 ? undefined : this.#replays.get(message.id as RequestId)
+      if (replayed !== undefined) {
+        this.#replays.delete(message.id as RequestId)
+        replayed(message)
+        return
+      }
       const exchange = this.#exchanges.get(message.id as RequestId)
       this.#exchanges.delete(message.id as RequestId)
       exchange?.answer(message.id as RequestId, message)
       return
     }
+    if (this.peer !== undefined && isJSONRPCRequest(message)) message = this.#outgoingRequest(message)
     const related = options?.relatedRequestId === undefined ? undefined : this.#exchanges.get(options.relatedRequestId)
     if (related !== undefined && !this.#jsonResponse && related.stream(message)) return
     if (this.#standalone !== undefined) {
       this.#standalone.write(sseFrame(message))
       return
     }
+    if (this.peer !== undefined) {
+      // The GET stream may be held by another instance: it writes the message if it is. Who
+      // holds it is not recorded anywhere (that would cost a store write per GET and go stale
+      // with a dead instance), so a server→client request that no instance can carry is not
+      // refused here, as it is alone: it times out at the server (the SDK's request timeout).
+      this.peer.toStream(message)
+      return
+    }
     if ('id' in message) {
       // A server→client request with no stream to carry it would only time out later.
       throw new Error(`No open stream in session ${this.sessionId} to deliver '${(message as JSONRPCRequest).method}'`)
     }
+  }
+
+  /** Renames a server→client request so that its answer, wherever the client POSTs it, comes back to this replica. */
+  #outgoingRequest (message: JSONRPCRequest): JSONRPCRequest {
+    const id = `${this.peer?.prefix ?? ''}${message.id}`
+    this.#outgoing.set(id, message.id)
+    // Unanswered ones have timed out at the server long before a thousand more were sent.
+    if (this.#outgoing.size > MAX_OUTGOING) this.#outgoing.delete(this.#outgoing.keys().next().value as string)
+    return { ...message, id }
   }
 
   async close (): Promise<void> {
@@ -399,6 +520,9 @@ export class SessionTransport implements Transport {
     }
     this.#exchanges.clear()
     this.#streams.clear()
+    this.#outgoing.clear()
+    for (const [id, resolve] of this.#replays) resolve({ jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: 'Session closed' } })
+    this.#replays.clear()
     this.onclose?.()
   }
 }

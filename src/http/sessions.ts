@@ -13,6 +13,7 @@ import { callerKey } from '../mcp/input-rounds.js'
 import { carryOrigin, interceptHandlers } from '../mcp/handlers.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import { SessionTransport } from './session-transport.js'
+import type { Refusal, SessionSignal, SharedSessions } from './shared-sessions.js'
 import { acceptsJsonAndSse, isSupportedLegacyVersion, rejectJsonRpc } from './sse.js'
 
 export interface SessionOptions {
@@ -28,6 +29,8 @@ export interface SessionOptions {
   /** Longest life of a session's GET stream, after which the client reconnects. */
   maxStreamLifetimeMs: number
   pipeline: CallPipeline | undefined
+  /** The sessions' records and channels, when other gateway instances serve them too; absent alone. */
+  shared?: SharedSessions
   log: FastifyBaseLogger
 }
 
@@ -38,7 +41,12 @@ interface Session {
   lastSeen: number
   /** Who opened it (`callerKey`): a request with another identity's credentials does not find it. */
   caller: string
+  /** With other instances: when this one last touched the session's record, and its ear on the session's channel. */
+  shared?: { touchedAt: number, unsubscribe: () => void }
 }
+
+/** Why a session is not served here, beyond the store's reasons: no room, or shutting down. */
+type NotServed = Refusal | 'full' | 'closing'
 
 /**
  * `Retry-After` of a refused `initialize` when every session has a call in flight, in
@@ -67,10 +75,14 @@ export class SessionTable {
   #opening = 0
   #sweeper: NodeJS.Timeout
   #closing = false
+  #shared: SharedSessions | undefined
+  /** Replicas being made, by session id: concurrent requests of one session wait for one replica. */
+  #adopting = new Map<string, Promise<Session | NotServed>>()
 
   constructor (connection: McpConnection, options: SessionOptions) {
     this.#connection = connection
     this.#options = options
+    this.#shared = options.shared
     this.#sweeper = setInterval(() => { this.#sweep() }, Math.min(options.sessionIdleMs, 60_000))
     this.#sweeper.unref()
   }
@@ -104,7 +116,16 @@ export class SessionTable {
       await this.#open(request, reply)
       return
     }
-    const session = this.#sessions.get(sessionId)
+    let session = this.#sessions.get(sessionId)
+    if (session === undefined && this.#shared !== undefined) {
+      // Another instance opened it, or this one dropped its replica (idle, evicted).
+      const adopted = await this.#adopt(sessionId, callerKey(request.identity))
+      if (typeof adopted === 'string') {
+        this.#refuse(adopted, reply)
+        return
+      }
+      session = adopted
+    }
     // A session id is not a credential: presented by another caller it is unknown, so a
     // leaked or guessed id gives nobody else the session (MCP spec, security best practices:
     // session hijacking).
@@ -118,6 +139,7 @@ export class SessionTable {
       session.lastSeen = Date.now()
       this.#sessions.delete(sessionId)
       this.#sessions.set(sessionId, session)
+      if (session.shared !== undefined) this.#shared?.touch(sessionId, session.shared)
     }
     const transport = session.transport
     switch (request.method) {
@@ -129,8 +151,10 @@ export class SessionTable {
         const lastEventId = request.headers['last-event-id']
         if (typeof lastEventId === 'string') {
           const resumed = transport.resume(lastEventId, request, reply)
-          if (resumed === false) rejectJsonRpc(reply, 400, JsonRpcCode.ServerError, `Bad Request: no stream to resume after event '${lastEventId}'`)
-          else await resumed
+          if (resumed !== false) await resumed
+          else if (this.#shared === undefined || !(await this.#resumeElsewhere(this.#shared, sessionId, lastEventId, request, reply))) {
+            if (!reply.sent) rejectJsonRpc(reply, 400, JsonRpcCode.ServerError, `Bad Request: no stream to resume after event '${lastEventId}'`)
+          }
           return
         }
         if (transport.hasStandaloneStream) {
@@ -140,6 +164,15 @@ export class SessionTable {
         await transport.handleGet(request, reply)
         return
       case 'DELETE':
+        if (this.#shared !== undefined) {
+          // The record first: a replica elsewhere must not outlive a session its client ended.
+          try {
+            await this.#shared.delete(sessionId)
+          } catch (err) {
+            this.#shared.unavailable(reply, err)
+            return
+          }
+        }
         await transport.close()
         void reply.code(200).send()
         return
@@ -149,6 +182,7 @@ export class SessionTable {
           rejectJsonRpc(reply, 400, JsonRpcCode.InvalidRequest, 'Invalid Request: Server already initialized')
           return
         }
+        if (this.#shared !== undefined) this.#shareLevel(this.#shared, sessionId, body)
         await transport.handlePost(body, request, reply)
       }
     }
@@ -171,27 +205,173 @@ export class SessionTable {
       return
     }
     const id = randomUUID()
-    const transport = new SessionTransport(id, { jsonResponse: this.#options.jsonResponse, maxStreamLifetimeMs: this.#options.maxStreamLifetimeMs })
-    const created = this.#connection.createServer(undefined, 'session')
-    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', originOf: id => transport.originOf(id), refused: (id, err) => { transport.refused(id, err) } }) ??
-      // Without a pipeline of its own (the aggregate, which runs it per member), the instance is
-      // told where each request came from, for its members' calls.
-      interceptHandlers(created, (_method, handler) => carryOrigin(handler, id => transport.originOf(id)))
-    transport.onclose = () => { this.#forget(id) }
+    const caller = callerKey(request.identity)
+    let shared: Session['shared']
+    if (this.#shared !== undefined) {
+      // Stored before the client learns the id: its next request may reach another instance.
+      try {
+        const params = (request.body as { params?: Record<string, unknown> }).params ?? {}
+        shared = { touchedAt: Date.now(), unsubscribe: await this.#shared.create(id, caller, params, signal => { this.#onSignal(id, signal) }) }
+      } catch (err) {
+        this.#shared.unavailable(reply, err)
+        return
+      }
+    }
+    const { transport, server } = this.#build(id)
     this.#opening++
     try {
       await server.connect(transport)
     } finally {
       this.#opening--
     }
-    this.#sessions.set(id, { transport, server, lastSeen: Date.now(), caller: callerKey(request.identity) })
+    this.#sessions.set(id, { transport, server, lastSeen: Date.now(), caller, ...(shared !== undefined && { shared }) })
     this.#options.log.debug({ sessionId: id }, 'mcp session opened')
     await transport.handlePost(request.body as unknown as JSONRPCMessage, request, reply)
+  }
+
+  /** A session's server instance, connected to nothing yet, and its transport. */
+  #build (id: string): { transport: SessionTransport, server: McpServer | Server } {
+    const transport = new SessionTransport(id, {
+      jsonResponse: this.#options.jsonResponse,
+      maxStreamLifetimeMs: this.#options.maxStreamLifetimeMs,
+      ...(this.#shared !== undefined && { peer: this.#shared.peer(id) })
+    })
+    const created = this.#connection.createServer(undefined, 'session')
+    const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'session', originOf: id => transport.originOf(id), refused: (id, err) => { transport.refused(id, err) } }) ??
+      // Without a pipeline of its own (the aggregate, which runs it per member), the instance is
+      // told where each request came from, for its members' calls.
+      interceptHandlers(created, (_method, handler) => carryOrigin(handler, id => transport.originOf(id)))
+    transport.onclose = () => { this.#forget(id) }
+    return { transport, server }
+  }
+
+  /** A replica of a session another instance opened; concurrent requests of the session share one. */
+  async #adopt (id: string, caller: string): Promise<Session | NotServed> {
+    let adopting = this.#adopting.get(id)
+    if (adopting === undefined) {
+      adopting = this.#replicate(id, caller).finally(() => { this.#adopting.delete(id) })
+      this.#adopting.set(id, adopting)
+    }
+    return await adopting
+  }
+
+  /**
+   * Re-creates a session from its record, as `#open` made it: a new server instance, told
+   * the client's own `initialize` (then `initialized`, and the log level the client set),
+   * whose answers nobody sees. An in-process server or a shared upstream holds nothing per
+   * session that this loses; a pinned one (`isolation: "session"`) does, and is refused.
+   */
+  async #replicate (id: string, caller: string): Promise<Session | NotServed> {
+    const shared = this.#shared as SharedSessions
+    if (this.#closing) return 'closing'
+    let record
+    try {
+      record = await shared.find(id, caller)
+    } catch (err) {
+      this.#options.log.warn({ err }, 'shared session store failed')
+      return 'unavailable'
+    }
+    if (typeof record === 'string') return record
+    if (this.#sessions.size + this.#opening >= this.#options.maxSessions && !this.#evictOne()) return 'full'
+    const { transport, server } = this.#build(id)
+    this.#opening++
+    let unsubscribe: () => void
+    try {
+      const subscribed = shared.subscribe(id, signal => { this.#onSignal(id, signal) })
+      await server.connect(transport)
+      unsubscribe = await subscribed
+    } catch (err) {
+      this.#options.log.warn({ err }, 'shared session channel failed')
+      await server.close().catch(() => {})
+      return 'unavailable'
+    } finally {
+      this.#opening--
+    }
+    const initialized = await transport.replay('initialize', record.initialize)
+    if (!('result' in initialized)) {
+      unsubscribe()
+      await server.close().catch(() => {})
+      return 'unknown'
+    }
+    transport.notify('notifications/initialized')
+    if (record.logLevel !== undefined) await transport.replay('logging/setLevel', { level: record.logLevel })
+    // Touched on its first use here, which is the request that made it.
+    const session: Session = { transport, server, lastSeen: Date.now(), caller: record.caller, shared: { touchedAt: 0, unsubscribe } }
+    this.#sessions.set(id, session)
+    this.#options.log.debug({ sessionId: id, owner: record.owner }, 'mcp session replicated')
+    return session
+  }
+
+  #refuse (reason: NotServed, reply: FastifyReply): void {
+    switch (reason) {
+      case 'unknown':
+        rejectJsonRpc(reply, 404, JsonRpcCode.SessionNotFound, 'Session not found')
+        return
+      case 'unavailable':
+        this.#shared?.unavailable(reply)
+        return
+      case 'pinned':
+        // A documented limit: the session's upstream connection lives in another, live,
+        // instance's process, and only a load balancer routing on Mcp-Session-Id can bring
+        // the request there. 421 Misdirected Request says so: this instance cannot answer it.
+        rejectJsonRpc(reply, 421, JsonRpcCode.ServerError, 'Misdirected Request: this session is served by another gateway instance only (its server keeps a connection per session); route requests by Mcp-Session-Id')
+        return
+      case 'closing':
+        rejectJsonRpc(reply, 503, JsonRpcCode.ServerError, 'Server is shutting down')
+        return
+      case 'full': {
+        const err = new TooManySessionsError(this.#connection.name, this.#options.maxSessions, SESSIONS_BUSY_RETRY_AFTER_S)
+        const rpc = toJsonRpcError(err, this.#connection.name)
+        reply.headers(err.headers)
+        rejectJsonRpc(reply, err.statusCode ?? 503, rpc.code, rpc.message, null, rpc.data)
+      }
+    }
+  }
+
+  /** What another replica of a session tells this one. */
+  #onSignal (id: string, signal: SessionSignal): void {
+    const transport = this.#sessions.get(id)?.transport
+    if (transport === undefined) return
+    switch (signal.kind) {
+      case 'client':
+        transport.receive(signal.message)
+        return
+      case 'server':
+        transport.writeToStream(signal.message)
+        return
+      case 'level':
+        transport.replay('logging/setLevel', { level: signal.level }).catch(() => {})
+        return
+      case 'close':
+        // Its record is gone already: only the replica closes.
+        transport.close().catch(() => {})
+    }
+  }
+
+  /** A `logging/setLevel` in a POST: stored and told to every replica, which each apply it. */
+  #shareLevel (shared: SharedSessions, id: string, body: JSONRPCMessage | JSONRPCMessage[]): void {
+    for (const message of Array.isArray(body) ? body : [body]) {
+      if (!('method' in message) || message.method !== 'logging/setLevel' || !('id' in message)) continue
+      const level = message.params?.level
+      if (typeof level === 'string') shared.setLevel(id, level)
+    }
+  }
+
+  /** A GET with `Last-Event-ID` for a stream this instance does not hold; false when no instance does. */
+  async #resumeElsewhere (shared: SharedSessions, id: string, lastEventId: string, request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
+    try {
+      return await shared.resume(id, lastEventId, request, reply)
+    } catch (err) {
+      if (reply.sent) reply.raw.end()
+      else shared.unavailable(reply, err)
+      return true
+    }
   }
 
   #forget (id: string): void {
     const session = this.#sessions.get(id)
     if (session === undefined) return
+    session.shared?.unsubscribe()
     this.#sessions.delete(id)
     this.#options.log.debug({ sessionId: id }, 'mcp session closed')
     session.server.close().catch(err => { this.#options.log.warn({ err }, 'closing mcp session failed') })
@@ -243,6 +423,8 @@ export class SessionTable {
     this.closeStreams()
     const sessions = [...this.#sessions.values()]
     this.#sessions.clear()
+    // Only this instance's replicas end: the records stay, for the other instances to serve.
+    for (const session of sessions) session.shared?.unsubscribe()
     await Promise.allSettled(sessions.map(async s => { await s.transport.close(); await s.server.close() }))
   }
 }

@@ -1,0 +1,224 @@
+// 2025-era sessions that several gateway instances serve (`GatewayOptions.cluster`): the
+// session's record in the shared store, the broker channel its replicas talk on, and the
+// resumption of a POST stream that another instance runs. `SessionTable` uses it only when
+// a cluster is given; a gateway alone never loads any of it into its hot path.
+//
+// What is stored: one `SessionRecord` per session (the client's `initialize`, its caller,
+// its owner, its log level), expiring after `sessionIdleMs` unused; the events of
+// resumable POST streams, and what each stream answers. What travels on the broker, on
+// `session:<id>`: client messages whose request lives on another replica (answers to
+// server→client requests, cancellations, roots list changes), server messages for the
+// instance holding the GET stream, the log level, and DELETE's close.
+import type { ServerResponse } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server'
+import { JsonRpcCode, StoreUnavailableError, toJsonRpcError } from '../errors.js'
+import type { Cluster } from '../stores/cluster.js'
+import { parseEventId } from '../stores/event-store.js'
+import type { SessionRecord } from '../stores/session-store.js'
+import { keepAlive, type SessionPeer } from './session-transport.js'
+import { hijack, rejectJsonRpc, sseFrame, startSse } from './sse.js'
+
+/** What one replica of a session tells the others, on the session's channel. */
+export type SessionSignal =
+  | { kind: 'client', message: JSONRPCMessage }
+  | { kind: 'server', message: JSONRPCMessage }
+  | { kind: 'level', level: string }
+  | { kind: 'close' }
+
+/** Why a session id presented here is not served here. */
+export type Refusal = 'unknown' | 'unavailable' | 'pinned'
+
+const channelOf = (id: string): string => `session:${id}`
+
+/** Replicas made by this process, for prefixes unique among every replica of every session. */
+let replicas = 0
+
+export class SharedSessions {
+  readonly cluster: Cluster
+  readonly #server: string
+  readonly #pinned: boolean
+  readonly #ttlMs: number
+  readonly #touchEveryMs: number
+  readonly #short: string
+  readonly #onerror: (err: unknown, what: string) => void
+
+  constructor (cluster: Cluster, options: { server: string, pinned: boolean, sessionIdleMs: number, onerror: (err: unknown, what: string) => void }) {
+    this.cluster = cluster
+    this.#server = options.server
+    this.#pinned = options.pinned
+    // Touches are throttled to one per quarter of the idle time per instance, so a session
+    // used just before its instance's last touch would otherwise expire up to a quarter
+    // early: the record lives that much longer than the idle time.
+    this.#touchEveryMs = Math.max(1, Math.floor(options.sessionIdleMs / 4))
+    this.#ttlMs = options.sessionIdleMs + this.#touchEveryMs
+    this.#short = cluster.instanceId.replace(/-/g, '').slice(0, 8)
+    this.#onerror = options.onerror
+  }
+
+  /** A new session's record, and this instance's ear on its channel; rejects when the store is unreachable. */
+  async create (id: string, caller: string, initialize: Record<string, unknown>, listener: (signal: SessionSignal) => void): Promise<() => void> {
+    this.#assertAvailable()
+    const record: SessionRecord = { id, server: this.#server, owner: this.cluster.instanceId, caller, initialize, pinned: this.#pinned }
+    const [created, subscribed] = await Promise.allSettled([this.cluster.sessions.create(record, this.#ttlMs), this.subscribe(id, listener)])
+    if (created.status === 'fulfilled' && subscribed.status === 'fulfilled') return subscribed.value
+    if (subscribed.status === 'fulfilled') subscribed.value()
+    throw created.status === 'rejected' ? created.reason : (subscribed as PromiseRejectedResult).reason
+  }
+
+  /**
+   * The record of a session another instance opened, if this caller may use it here. One
+   * store round trip; a pinned session costs a second (is its owner alive?), and taking over
+   * from a dead owner is done in the background.
+   */
+  async find (id: string, caller: string): Promise<SessionRecord | Refusal> {
+    this.#assertAvailable()
+    const record = await this.cluster.sessions.get(id)
+    if (record === undefined || record.server !== this.#server || record.caller !== caller) return 'unknown'
+    const self = this.cluster.instanceId
+    if (record.pinned) {
+      // Its state (an upstream connection of its own) lives only in its owner's process: a
+      // dead owner took it along (the client initializes again, on 404, as the spec says);
+      // a live one must get the request, which takes a load balancer routing on
+      // Mcp-Session-Id. This instance cannot forward it.
+      if (record.owner === self || !(await this.cluster.sessions.alive(record.owner))) return 'unknown'
+      return 'pinned'
+    }
+    if (record.owner !== self) {
+      this.cluster.sessions.alive(record.owner)
+        .then(async alive => { if (!alive) await this.cluster.sessions.update(id, { owner: self }) })
+        .catch(err => { this.#onerror(err, 'taking over a session') })
+    }
+    return record
+  }
+
+  async subscribe (id: string, listener: (signal: SessionSignal) => void): Promise<() => void> {
+    const self = this.cluster.instanceId
+    return await this.cluster.broker.subscribe(channelOf(id), message => {
+      if (message.from !== self) listener(message.signal as SessionSignal)
+    })
+  }
+
+  publish (id: string, signal: SessionSignal): void {
+    this.cluster.broker.publish(channelOf(id), { from: this.cluster.instanceId, signal })
+  }
+
+  /** The session was used here: its record lives on, written at most once per quarter of the idle time per instance. */
+  touch (id: string, state: { touchedAt: number }): void {
+    const now = Date.now()
+    if (now - state.touchedAt < this.#touchEveryMs) return
+    state.touchedAt = now
+    this.cluster.sessions.touch(id, this.#ttlMs).catch(err => { this.#onerror(err, 'touching a session') })
+  }
+
+  /** The client set a log level: every replica, now and later, applies it. */
+  setLevel (id: string, level: string): void {
+    this.cluster.sessions.update(id, { logLevel: level }).catch(err => { this.#onerror(err, 'storing a log level') })
+    this.publish(id, { kind: 'level', level })
+  }
+
+  /** DELETE: the record goes, and every replica closes. */
+  async delete (id: string): Promise<void> {
+    this.#assertAvailable()
+    await this.cluster.sessions.delete(id)
+    this.publish(id, { kind: 'close' })
+  }
+
+  /** What a replica's transport needs of the other instances. */
+  peer (id: string): SessionPeer {
+    const prefix = `${this.#short}.${++replicas}-`
+    const events = this.cluster.events
+    const owner = this.cluster.instanceId
+    return {
+      prefix,
+      forward: message => { this.publish(id, { kind: 'client', message }) },
+      toStream: message => { this.publish(id, { kind: 'server', message }) },
+      streamOpened: (streamId, requests) => {
+        events.describe(streamId, { session: id, owner, requests }).catch(err => { this.#onerror(err, 'describing a stream') })
+      },
+      storeEvent: (streamId, message) => {
+        events.storeEvent(streamId, message).catch(err => { this.#onerror(err, 'storing a stream event') })
+      }
+    }
+  }
+
+  /** Answers 503 with `Retry-After`: the request needs the shared store, which is unreachable. */
+  unavailable (reply: FastifyReply, err?: unknown): void {
+    if (err !== undefined && !(err instanceof StoreUnavailableError)) this.#onerror(err, 'the shared store failed')
+    const refusal = new StoreUnavailableError('2025-era sessions')
+    const rpc = toJsonRpcError(refusal, this.#server)
+    reply.headers(refusal.headers)
+    rejectJsonRpc(reply, refusal.statusCode ?? 503, rpc.code, rpc.message, null, rpc.data)
+  }
+
+  /**
+   * Resumes, after `lastEventId`, a POST stream another instance runs (or ran): its stored
+   * events, then the live ones as they are stored, each once, until every request the
+   * stream carries is answered. False when the store knows no such stream of this session.
+   */
+  async resume (sessionId: string, lastEventId: string, request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
+    this.#assertAvailable()
+    const parsed = parseEventId(lastEventId)
+    if (parsed === undefined) return false
+    const events = this.cluster.events
+    const info = await events.info(parsed.streamId)
+    if (info?.session !== sessionId) return false
+    const pending = new Set<RequestId>(info.requests)
+    let last = parsed.seq
+    let replaying = true
+    const early: Array<{ seq: number, message: JSONRPCMessage }> = []
+    let res: ServerResponse | undefined
+    const write = (seq: number, message: JSONRPCMessage): void => {
+      // Replay and follow may both bring an event: its number tells.
+      if (res === undefined || seq <= last || res.writableEnded) return
+      last = seq
+      res.write(`id: ${parsed.streamId}:${seq}\n${sseFrame(message)}`)
+      if ('id' in message && ('result' in message || 'error' in message)) pending.delete(message.id as RequestId)
+      if (pending.size === 0) res.end()
+    }
+    // Follow first, then replay: nothing stored in between is missed.
+    const unfollow = await events.follow(parsed.streamId, (eventId, message) => {
+      const seq = parseEventId(eventId)?.seq ?? 0
+      if (replaying) early.push({ seq, message })
+      else write(seq, message)
+    })
+    // Nothing can fail before the response is ours but the store: from here on, the stream answers.
+    res = hijack(request, reply).res
+    const done = new Promise<void>(resolve => { res?.once('close', resolve) })
+    void done.then(unfollow)
+    startSse(res, { 'mcp-session-id': sessionId })
+    keepAlive(res)
+    try {
+      await events.replayEventsAfter(lastEventId, { send: async (eventId, message) => { write(parseEventId(eventId)?.seq ?? 0, message) } })
+    } catch (err) {
+      // The events after it are gone (expired, or past the stream's cap): nothing to resume.
+      this.#onerror(err, 'replaying a stream')
+      res.end()
+      return true
+    }
+    replaying = false
+    for (const event of early.sort((a, b) => a.seq - b.seq)) write(event.seq, event.message)
+    // The instance running the stream's requests stopped (or is this one, which no longer
+    // has the stream: its replica was dropped): their answers will never come.
+    if (pending.size > 0 && !res.writableEnded && (info.owner === this.cluster.instanceId || !(await this.#alive(info.owner)))) {
+      for (const id of pending) res.write(sseFrame({ jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: 'The gateway instance running this request stopped before answering' } }))
+      res.end()
+    }
+    await done
+    return true
+  }
+
+  /** Whether an instance is alive; one the store cannot tell about is taken to be (a resume waits rather than failing requests that may still answer). */
+  async #alive (instanceId: string): Promise<boolean> {
+    try {
+      return await this.cluster.sessions.alive(instanceId)
+    } catch (err) {
+      this.#onerror(err, 'checking an instance')
+      return true
+    }
+  }
+
+  #assertAvailable (): void {
+    if (!this.cluster.available) throw new StoreUnavailableError('2025-era sessions')
+  }
+}
