@@ -107,7 +107,14 @@ export interface Shutdown {
 /** After cancelling what was in flight at the drain timeout: time for those answers to be sent before connections are cut. */
 const CUT_AFTER_CANCEL_MS = 500
 
-const ReadyDescription = 'Readiness for a load balancer: 200 while the gateway serves (servers that are down are listed, status `degraded`); 503 while it drains for shutdown or while a server marked `required` is down. Servers disabled in the config are listed as `disabled` and never make the gateway unready.'
+const ReadyDescription = 'Readiness for a load balancer: 200 while the gateway serves (servers that are down are listed, status `degraded`); 503 while it drains for shutdown or while a server marked `required` is down. Servers disabled in the config are listed as `disabled` and never make the gateway unready. With a shared Redis (`gateway.redis`), `redis.status` says whether it is reachable; a Redis that is down degrades the gateway (200, `degraded`) and never makes it unready, since calls that need no shared state are still served.'
+
+/** `/ready`'s `redis`, present when the gateway shares its state through Redis. */
+const RedisReadiness = Type.Object({
+  redis: Type.Optional(Type.Object({
+    status: Type.Union([Type.Literal('up'), Type.Literal('down')], { description: '`down`: Redis is unreachable; the gateway still serves (`degraded`) and reconnects' })
+  }, { description: 'The shared Redis (`gateway.redis`), when there is one' }))
+})
 
 /** The documented examples of `/ready` and `/ready/{server}`, one per state a probe can meet. */
 const READY_EXAMPLES = {
@@ -254,7 +261,8 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
   const disabledOf = (name: string): Static<typeof ServerReadyBody> => ({ name, state: 'disabled', tools: 0 })
   const disabled = (): Array<Static<typeof ServerReadyBody>> => app.disabledServers.filter(name => !registry.has(name)).map(disabledOf)
   // Under `allOf`: a response that is a bare `$ref` loses its examples in @fastify/swagger.
-  const Readiness = { type: 'object', allOf: [Type.Ref('Readiness')] }
+  // `redis` is added here rather than in the shared `Readiness` schema: only with a cluster.
+  const Readiness = { type: 'object', allOf: [Type.Ref('Readiness'), RedisReadiness] }
   const ServerReadiness = { type: 'object', allOf: [Type.Ref('ServerReadiness')] }
   app.get('/ready', {
     schema: {
@@ -269,14 +277,17 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
     }
   }, async (_request, reply) => {
     const mounted = registry.servers().map(statusOf)
+    // Read per request: the redis plugin decorates it after this plugin.
+    const cluster = app.gatewayCluster
+    const redis = cluster === undefined ? undefined : { status: cluster.available ? 'up' as const : 'down' as const }
     const status = shutdown.draining
       ? 'draining'
       : mounted.some(server => server.required === true && server.state !== 'up')
         ? 'unavailable'
-        : mounted.every(server => server.state === 'up') ? 'ready' : 'degraded'
+        : mounted.every(server => server.state === 'up') && redis?.status !== 'down' ? 'ready' : 'degraded'
     const servers = [...mounted, ...disabled()]
     const reload = retained?.lastReload
-    return reply.code(status === 'ready' || status === 'degraded' ? 200 : 503).send({ status, servers, ...(reload !== undefined && { reload }) })
+    return reply.code(status === 'ready' || status === 'degraded' ? 200 : 503).send({ status, servers, ...(reload !== undefined && { reload }), ...(redis !== undefined && { redis }) })
   })
   app.get('/ready/:server', {
     schema: {

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
 import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import { Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
@@ -43,6 +44,12 @@ export interface FiltersOptions {
    * the limits hold across them.
    */
   store?: FastifyRateLimitStoreCtor
+  /**
+   * The Redis the instances share, for `@fastify/rate-limit`'s Redis store, its counters under
+   * `<prefix>rate-limit:`. Default: the redis plugin's (`app.gatewayRedis`) when it has one,
+   * so a limit holds across instances. `store` wins over it.
+   */
+  redis?: { client: Redis, prefix: string }
   /** An audit line per tool call, prompt get and resource read (src/pipeline/audit.ts). Default: on while the logger writes `info`, since otherwise every line would be dropped and the filter only cost time. */
   audit?: boolean
   /**
@@ -59,7 +66,7 @@ export interface FiltersOptions {
  * options are absent is not added, so a gateway without them passes calls through unwrapped.
  */
 async function filters (app: FastifyInstance, options: FiltersOptions): Promise<void> {
-  const { store, ...plain } = options
+  const { store, redis: givenRedis, ...plain } = options
   if (!Value.Check(OptionsSchema, plain)) {
     const issue = Value.Errors(OptionsSchema, plain).First()
     throw new InvalidOptionsError(`filters ${issue?.path || '/'} ${issue?.message ?? ''}`.trim())
@@ -69,7 +76,21 @@ async function filters (app: FastifyInstance, options: FiltersOptions): Promise<
   if (options.rateLimit !== undefined) {
     // Only for its limiters and store: `global: false` puts no hook on any route, since a
     // call is counted where the pipeline sees it, on every way in, not per HTTP request.
-    await app.register(rateLimit, { global: false, ...(store !== undefined && { store }) })
+    const redis = store === undefined ? givenRedis ?? app.gatewayRedis : undefined
+    await app.register(rateLimit, {
+      global: false,
+      ...(store !== undefined && { store }),
+      ...(redis !== undefined && {
+        redis: redis.client,
+        nameSpace: `${redis.prefix}rate-limit:`,
+        // Fail open: while Redis is down a call is not counted rather than refused (500).
+        // Redis down degrades the gateway, it does not stop it (`/ready` stays 200): the calls
+        // that need no shared state go on, and a limit that briefly does not count harms less
+        // than every call failing. The client's offline queue is off, so the store fails at
+        // once and a call never waits for Redis; the redis plugin logs the outage.
+        skipOnError: true
+      })
+    })
     app.callPipeline.add(rateLimitFilter(options.rateLimit, app.createRateLimit))
   }
   const audit = options.audit ?? writes(app.log, 'info')

@@ -168,7 +168,9 @@ async function status (app: FastifyInstance, options: StatusPluginOptions): Prom
         aggregate: app.hasRoute({ method: 'POST', url: '/mcp' }) ? '/mcp' : null,
         docs: { swagger: '/docs', redoc: '/redoc', openapi: '/docs/json' },
         windowMs: recorder.windowMs,
-        reload: app.gatewayRetained?.lastReload ?? null
+        reload: app.gatewayRetained?.lastReload ?? null,
+        // The shared Redis (plugins/redis.ts), as `/ready` shows it; null without one.
+        redis: app.gatewayCluster === undefined ? null : { status: app.gatewayCluster.available ? 'up' : 'down' }
       },
       servers,
       tools: recorder.tools(now).filter(figures => visible.has(figures.server) && allows(request, figures.server, 'tools/list', figures.tool)),

@@ -9,6 +9,7 @@ import filters from '../plugins/filters.js'
 import mcpServer, { type McpServerPluginOptions } from '../plugins/mcp-server.js'
 import tracing from '../plugins/tracing.js'
 import metrics from '../plugins/metrics.js'
+import redis, { type RedisPluginOptions } from '../plugins/redis.js'
 import statusPage from '../plugins/status.js'
 import { builtinServers } from '../servers/index.js'
 import type { GatewayConfig, ModuleServerConfig, ServerConfig } from './config.js'
@@ -17,6 +18,7 @@ import type { McpConnection, ServerFactory } from './connections/connection.js'
 import { InProcessConnection } from './connections/in-process.js'
 import { UpstreamConnection } from './connections/upstream.js'
 import { InvalidOptionsError } from './errors.js'
+import { roundForwarder } from './mcp/round-forwarding.js'
 import type { CallFilter } from './pipeline/pipeline.js'
 import type { ObservabilityOptions } from './observability.js'
 import type { SecurityOptions } from './security.js'
@@ -66,13 +68,8 @@ export interface GatewayOptions {
    * this process. Tests give two gateways one `memoryCluster`'s parts.
    */
   cluster?: Cluster
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** What this instance shares with the others (src/stores/cluster.ts); undefined when it runs alone. */
-    gatewayCluster: Cluster | undefined
-  }
+  /** The Redis that instances serving the same clients share (plugins/redis.ts); a config file's `gateway.redis` replaces it. Not with `cluster`. */
+  redis?: Omit<RedisPluginOptions, 'cluster'>
 }
 
 /** The built-in servers as entries, so callers can tweak one and keep the rest. */
@@ -95,8 +92,16 @@ async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<
     ...(options.filters !== undefined && { filters: options.filters }),
     ...(options.drainTimeoutMs !== undefined && { drainTimeoutMs: options.drainTimeoutMs })
   })
-  // Read by each mount (its endpoint's sessions and streams) and by `/ready`.
-  app.decorate('gatewayCluster', options.cluster)
+  // Read by each mount (its endpoint's sessions and streams), the rate limits' store and `/ready`.
+  await app.register(redis, { ...(options.config === undefined ? options.redis : options.config.redis), ...(options.cluster !== undefined && { cluster: options.cluster }) })
+  // The `input_required` rounds of the calls this instance holds, for retries that reach
+  // another instance (src/mcp/round-forwarding.ts): taken from now, until the gateway closes.
+  const cluster = app.gatewayCluster
+  if (cluster !== undefined) {
+    const rounds = roundForwarder(cluster)
+    await rounds.start(err => { app.log.warn({ err }, 'taking forwarded input rounds failed; retrying') })
+    app.addHook('onClose', async () => { if (retained === undefined || retained.closing) await rounds.close() })
+  }
   const config = options.config
   const entries = config === undefined ? options.servers ?? builtinEntries() : await configEntries(app, config, retained)
   const aggregate = config === undefined ? options.aggregate : config.aggregate.enabled && { separator: config.aggregate.separator }

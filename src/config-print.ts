@@ -39,6 +39,8 @@ function walk (value: unknown, path: string[]): unknown {
     if (parent === 'headers') return [key, typeof item === 'string' ? maskHeader(item) : maskAll(item)]
     // The config keeps API keys only as SHA-256, but a hash of a short key can be guessed offline.
     if (key === 'sha256') return [key, maskAll(item)]
+    // The secret that seals `requestState` (`gateway.redis`); the URL's password is masked as any URL's.
+    if (key === 'requestStateKey') return [key, maskAll(item)]
     // A TLS key is a path to a file, not the key itself.
     if (parent === 'tls') return [key, item]
     // `policy[].match.apiKey` names a key's id, which is no secret.

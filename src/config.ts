@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { createHash } from 'node:crypto'
 import { ConfigError } from './errors.js'
-import { DEFAULT_RATE_LIMIT } from './defaults.js'
+import { DEFAULT_RATE_LIMIT, DEFAULT_REDIS_PREFIX, MIN_REQUEST_STATE_KEY_LENGTH } from './defaults.js'
 import type { ObservabilityOptions } from './observability.js'
 import {
   DEFAULT_CLOCK_TOLERANCE_SEC,
@@ -86,9 +86,33 @@ export interface GatewayConfig {
   security: SecurityOptions
   /** Metrics, traces and the status page. */
   observability: ObservabilityOptions
+  /** The Redis that instances serving the same clients share (`gateway.redis`); absent, each keeps its state in memory. */
+  redis?: RedisSettings
   /** One sentence per ignored field, naming the file. */
   warnings: string[]
 }
+
+/**
+ * `gateway.redis`, as the gateway uses it (plugins/redis.ts). Written in the file as a URL, or
+ * as an object with `url` and the fields below.
+ */
+export interface RedisSettings {
+  /** `redis://` or `rediss://` (TLS), with the credentials and the database number: `redis://:password@host:6379/0`. */
+  url: string
+  /** In front of every key and channel the gateway writes. Default `mcp-gateway:` (DEFAULT_REDIS_PREFIX). */
+  prefix: string
+  /**
+   * Seals the `requestState` the gateway hands clients, which may come back to any instance:
+   * the same secret on every instance, at least 32 characters. Default: the environment's
+   * `MCP_GATEWAY_STATE_KEY`; one of the two is required. Not derived from the URL (anyone who
+   * reads the config could forge states) nor stored in Redis on first connect (the cluster is
+   * built before Redis answers, and a Redis down at boot must not stop the gateway).
+   */
+  requestStateKey: string
+}
+
+/** Where `requestStateKey` is read from when `gateway.redis` gives none (and for `--redis`/`REDIS_URL` without one). */
+export const STATE_KEY_ENV = 'MCP_GATEWAY_STATE_KEY'
 
 type Kind = ServerConfig['kind']
 type Entry = Record<string, unknown>
@@ -225,14 +249,14 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   }
   checkPrefixes(servers, key, ctx)
   checkNamespaces(servers, key, ctx)
-  const { aggregate, security, observability } = parseGateway(root.gateway, ctx)
+  const { aggregate, security, observability, redis } = parseGateway(root.gateway, ctx)
   for (const field of Object.keys(root)) {
     if (TOP_LEVEL_FIELDS.includes(field)) continue
     if (FOREIGN_TOP_LEVEL.has(field)) warnIgnored(ctx, field)
     else unknownField(ctx, field, field, TOP_LEVEL_FIELDS)
   }
   if (ctx.problems.length > 0) throw new ConfigError(ctx.problems.join('\n'))
-  return { file: absolute, servers, aggregate, security, observability, warnings: ctx.warnings }
+  return { file: absolute, servers, aggregate, security, observability, ...(redis !== undefined && { redis }), warnings: ctx.warnings }
 }
 
 function parseText (text: string, file: string): unknown {
@@ -544,9 +568,9 @@ function parseRename (value: unknown, path: string, ctx: Context): Record<string
 }
 
 /** The gateway's own settings: every field known, since a typo here would silently change behaviour. */
-const GATEWAY_FIELDS = ['aggregate', 'separator', 'publicUrl', 'auth', 'policy', 'rateLimit', 'cors', 'tls', 'metrics', 'tracing', 'statusPage']
+const GATEWAY_FIELDS = ['aggregate', 'separator', 'publicUrl', 'auth', 'policy', 'rateLimit', 'cors', 'tls', 'metrics', 'tracing', 'statusPage', 'redis']
 
-function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggregate' | 'security' | 'observability'> {
+function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggregate' | 'security' | 'observability' | 'redis'> {
   const defaults = { aggregate: { enabled: true, separator: '_' }, security: {}, observability: {} }
   if (value === undefined) return defaults
   if (!isObject(value)) {
@@ -570,8 +594,75 @@ function parseGateway (value: unknown, ctx: Context): Pick<GatewayConfig, 'aggre
   return {
     aggregate: { enabled: boolean(value.aggregate, 'gateway.aggregate', ctx) ?? true, separator: separator ?? '_' },
     security: defined({ publicUrl, auth, policy, rateLimit, cors, tls }),
-    observability: parseObservability(value, ctx)
+    observability: parseObservability(value, ctx),
+    ...defined({ redis: parseRedis(value.redis, 'gateway.redis', ctx) })
   }
+}
+
+const REDIS_FIELDS = ['url', 'prefix', 'requestStateKey']
+const REDIS_PREFIX = /^\S{1,100}$/
+
+/** `gateway.redis`: a URL, or `{ url, prefix, requestStateKey }`. */
+function parseRedis (value: unknown, path: string, ctx: Context): RedisSettings | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string' && !isObject(value)) return report(ctx, path, `must be a redis:// URL or an object with url (got ${typeOf(value)})`)
+  const redis = typeof value === 'string' ? { url: value } : section(value, path, REDIS_FIELDS, ctx) ?? {}
+  const at = typeof value === 'string' ? path : `${path}.url`
+  const raw = string(redis.url, `${path}.url`, ctx)
+  const unset = ctx.problems.length
+  const url = raw === undefined || raw === '' ? undefined : interpolate(raw, at, ctx)
+  if (url === undefined) report(ctx, at, 'needs the URL of the Redis, such as "redis://localhost:6379" or "${REDIS_URL}"')
+  else if (ctx.problems.length === unset) {
+    const problem = redisUrlProblem(url)
+    if (problem !== undefined) report(ctx, at, problem)
+  }
+  const prefix = string(redis.prefix, `${path}.prefix`, ctx) ?? DEFAULT_REDIS_PREFIX
+  if (!REDIS_PREFIX.test(prefix)) report(ctx, `${path}.prefix`, `must be 1 to 100 characters and no spaces (got ${show(prefix)})`)
+  const given = string(redis.requestStateKey, `${path}.requestStateKey`, ctx)
+  if (given !== undefined && !given.includes('${')) ctx.warnings.push(`${ctx.file}: ${path}.requestStateKey holds a key in plain text; use "\${ENV_VAR}"`)
+  const before = ctx.problems.length
+  const key = stateKey(given === undefined ? undefined : interpolate(given, `${path}.requestStateKey`, ctx), ctx.env)
+  // A `${VAR}` that is not set is reported already; its length says nothing more.
+  if (key.problem !== undefined && ctx.problems.length === before) report(ctx, `${path}.requestStateKey`, key.problem)
+  return { url: url ?? '', prefix, requestStateKey: key.value ?? '' }
+}
+
+/** What is wrong with a Redis URL, quoted without the URL itself, which may hold a password. */
+function redisUrlProblem (url: string): string | undefined {
+  if (!URL.canParse(url)) return 'must be a redis:// or rediss:// URL (got text that is not a URL)'
+  const { protocol, hostname } = new URL(url)
+  if (protocol !== 'redis:' && protocol !== 'rediss:') return `must be a redis:// or rediss:// URL (got a ${protocol} URL)`
+  if (hostname === '') return 'must name the Redis host: redis://host:6379'
+  return undefined
+}
+
+/** The request-state key given, else the environment's; a problem when neither is a long enough secret. */
+function stateKey (given: string | undefined, env: NodeJS.ProcessEnv): { value?: string, problem?: string } {
+  const value = given ?? env[STATE_KEY_ENV]
+  if (value === undefined || value === '') {
+    return { problem: `is required with Redis: a secret of at least ${MIN_REQUEST_STATE_KEY_LENGTH} characters, the same on every instance (it seals the requestState clients hand back to any instance); set ${STATE_KEY_ENV} or give "requestStateKey": "\${SOME_VAR}" (make one with: openssl rand -base64 32)` }
+  }
+  if (value.length < MIN_REQUEST_STATE_KEY_LENGTH) return { value, problem: `is too short to be a secret (${value.length} characters; use at least ${MIN_REQUEST_STATE_KEY_LENGTH})` }
+  return { value }
+}
+
+/**
+ * `--redis` or `REDIS_URL` (`source`) over a config's `gateway.redis`: its URL replaced, its
+ * prefix and key kept; without one, the default prefix and the key from the environment.
+ * Validated as the file's field is; a `ConfigError` names the flag or variable.
+ */
+export function redisOverride (url: string, base: RedisSettings | undefined, source: string, env: NodeJS.ProcessEnv = process.env): RedisSettings {
+  const problems: string[] = []
+  const urlProblem = redisUrlProblem(url)
+  if (urlProblem !== undefined) problems.push(`${source} ${urlProblem}`)
+  if (base !== undefined) {
+    if (problems.length > 0) throw new ConfigError(problems.join('\n'))
+    return { ...base, url }
+  }
+  const key = stateKey(undefined, env)
+  if (key.problem !== undefined) problems.push(`${source}: the request-state key (${STATE_KEY_ENV}) ${key.problem}`)
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'))
+  return { url, prefix: DEFAULT_REDIS_PREFIX, requestStateKey: key.value as string }
 }
 
 function parseObservability (gateway: Entry, ctx: Context): ObservabilityOptions {

@@ -81,6 +81,22 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000
  */
 export const DEFAULT_RATE_LIMIT = { max: 600, timeWindow: 60_000 } as const
 
+/**
+ * In front of every Redis key and channel the gateway writes (`gateway.redis.prefix`): one
+ * Redis can then serve other applications, or two gateways that must not share state.
+ */
+export const DEFAULT_REDIS_PREFIX = 'mcp-gateway:'
+
+/** Shortest `requestStateKey`: 32 characters, 192 bits or more of a random base64 secret. */
+export const MIN_REQUEST_STATE_KEY_LENGTH = 32
+
+/**
+ * Reconnect backoff of the Redis client, in ms: the first delay, doubled per failed attempt up
+ * to the ceiling, and retried for as long as the gateway runs. Short, since nothing is shared
+ * between instances while Redis is away; a Redis back after an outage is found within 2 s.
+ */
+export const DEFAULT_REDIS_RETRY = { initialMs: 50, maxMs: 2000 } as const
+
 /** Between a server's name and its tool's or prompt's on the aggregated endpoint `/mcp`. */
 export const DEFAULT_SEPARATOR = '_'
 

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import gateway, { moduleFactory } from './app.js'
-import { loadConfig, type GatewayConfig } from './config.js'
+import { loadConfig, redisOverride, STATE_KEY_ENV, type GatewayConfig, type RedisSettings } from './config.js'
 import { printableConfig } from './config-print.js'
 import { commandLogging } from './logging.js'
 import { reloadingGateway, type ReloadingGateway } from './reload.js'
@@ -19,7 +19,7 @@ const SHUTDOWN_MARGIN_MS = 5000
 /** The command's name, as installed by npm (`bin` in package.json) and in front of its messages. */
 const COMMAND = 'fastify-mcp-gateway'
 
-const USAGE = `Usage: ${COMMAND} [--config FILE [--watch]] [--port N] [--host ADDR] [--tls-cert FILE --tls-key FILE]
+const USAGE = `Usage: ${COMMAND} [--config FILE [--watch]] [--port N] [--host ADDR] [--tls-cert FILE --tls-key FILE] [--redis URL]
        ${COMMAND} --check [--config FILE] [--host ADDR] [--tls-cert FILE --tls-key FILE]
        ${COMMAND} --print-config [--config FILE]
 
@@ -59,6 +59,12 @@ Options:
   --tls-cert FILE, --tls-key FILE
                  Serve HTTPS with this PEM certificate (chain) and private key,
                  in place of the config's gateway.tls; plain HTTP is then refused
+  --redis URL    Share sessions, resumable streams and rate limits with the other
+                 instances through this Redis (redis:// or rediss://; env REDIS_URL),
+                 in place of the config's gateway.redis url. Needs the same secret of
+                 32+ characters on every instance: gateway.redis.requestStateKey or env
+                 ${STATE_KEY_ENV}. A Redis down at boot or later does not stop the
+                 gateway: /ready shows it down (still 200) and it reconnects
   --drain-timeout MS
                  On SIGTERM or SIGINT, how long calls in flight may finish before
                  they are cancelled (env DRAIN_TIMEOUT_MS, default 10000); a second
@@ -103,6 +109,7 @@ try {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'drain-timeout': { type: 'string' },
+      redis: { type: 'string' },
       'log-format': { type: 'string' },
       watch: { type: 'boolean' },
       check: { type: 'boolean' },
@@ -147,6 +154,22 @@ if (configFile !== undefined && configFile !== '') {
     fail((err as Error).message)
   }
   for (const warning of config.warnings) process.stderr.write(`${COMMAND}: warning: ${warning}\n`)
+}
+
+// The shared Redis: --redis over REDIS_URL over the config's `gateway.redis`, whose prefix and
+// key a flag or variable keeps. Applied at start and at every reload alike.
+const redisUrl = args.redis ?? (process.env.REDIS_URL === '' ? undefined : process.env.REDIS_URL)
+const redisSource = args.redis !== undefined ? '--redis' : 'REDIS_URL'
+function withRedis<C extends GatewayConfig | undefined> (loaded: C): C {
+  if (redisUrl === undefined || loaded === undefined) return loaded
+  return { ...loaded, redis: redisOverride(redisUrl, loaded.redis, redisSource) }
+}
+let redis: RedisSettings | undefined
+try {
+  config = withRedis(config)
+  redis = config === undefined && redisUrl !== undefined ? redisOverride(redisUrl, undefined, redisSource) : config?.redis
+} catch (err) {
+  fail((err as Error).message)
 }
 
 const noAuth = args['no-auth'] === true
@@ -206,7 +229,7 @@ for (const [key, name] of [
   if (value !== undefined) limits[key] = value
 }
 
-if (args.check === true || args['print-config'] === true) await checkOnly({ config, tls, certificate, print: args['print-config'] === true })
+if (args.check === true || args['print-config'] === true) await checkOnly({ config, tls, certificate, redis, print: args['print-config'] === true })
 
 // A certificate and key that are not PEM, or do not match, stop the start here, in one line.
 if (certificate !== undefined) {
@@ -231,6 +254,8 @@ const fastifyOptions = {
 const gatewayOptions = {
   drainTimeoutMs,
   requestLines: true,
+  // Without a config file; a config's own (flags applied) is in it.
+  ...(config === undefined && redis !== undefined && { redis }),
   defaults: {
     ...(allowedHosts !== undefined && { allowedHosts }),
     ...(allowedOrigins !== undefined && { allowedOrigins })
@@ -251,7 +276,7 @@ try {
       config,
       watch: watchConfig,
       load: async () => {
-        const next = withFlags(await loadConfig(file, process.env, Object.keys(builtinServers)))
+        const next = withFlags(withRedis(await loadConfig(file, process.env, Object.keys(builtinServers))))
         if (next.refusal !== undefined) throw new Error(next.refusal)
         const loaded = next.config as GatewayConfig
         // The listening server was made with the start's certificate.
@@ -318,11 +343,13 @@ logging.write(lines.join('\n') + '\n')
  * no upstream started). Called once every flag and the config are read, so the same checks,
  * with the same messages, have already run.
  */
-async function checkOnly ({ config, tls, certificate, print }: {
+async function checkOnly ({ config, tls, certificate, redis, print }: {
   config: GatewayConfig | undefined
   /** The TLS files of the flags or the config. */
   tls: { cert: string, key: string } | undefined
   certificate: { cert: Buffer, key: Buffer } | undefined
+  /** The shared Redis, from the flags, the environment or the config. */
+  redis: RedisSettings | undefined
   /** --print-config rather than --check. */
   print: boolean
 }): Promise<never> {
@@ -332,6 +359,7 @@ async function checkOnly ({ config, tls, certificate, print }: {
     aggregate: { enabled: true, separator: DEFAULT_SEPARATOR },
     security: {},
     observability: {},
+    ...(redis !== undefined && { redis }),
     warnings: []
   }
   if (print) {

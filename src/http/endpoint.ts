@@ -10,10 +10,11 @@ import {
   type Server
 } from '@modelcontextprotocol/server'
 import { toNodeHandler, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
-import type { McpConnection } from '../connections/connection.js'
+import type { ListKind, McpConnection } from '../connections/connection.js'
 import type { EndpointStats } from '../connections/registry.js'
 import { JsonRpcCode } from '../errors.js'
 import { checkParamHeaders, HEADER_MISMATCH, toolParamHeaders } from '../mcp/param-headers.js'
+import { forwardRounds } from '../mcp/round-forwarding.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import type { Cluster } from '../stores/cluster.js'
 import { Lanes } from './lanes.js'
@@ -57,6 +58,9 @@ export interface StreamableHttpOptions {
   log: FastifyBaseLogger
 }
 
+/** How long list changes reported together are gathered into one announcement, in ms. */
+const LIST_CHANGE_COALESCE_MS = 20
+
 /**
  * Serves one mounted server over Streamable HTTP, both protocol eras on one URL. It
  * classifies each request and hands it to one of three ways of answering:
@@ -81,6 +85,9 @@ export class StreamableHttpEndpoint {
   #sessions: SessionTable
   #pools: Record<'legacy' | 'modern', Array<McpServer | Server>> = { legacy: [], modern: [] }
   #closing = false
+  #detachLists: () => void
+  /** List kinds whose change is about to be announced (`#announce`). */
+  #announcing = new Set<ListKind>()
   /** Open `subscriptions/listen` streams, counted where their lifetime is bounded (`endAfter`). */
   #listening = { open: 0 }
 
@@ -107,9 +114,15 @@ export class StreamableHttpEndpoint {
     this.#listenHandler = toNodeHandler({
       fetch: async (request, requestOptions) => endAfter(await handler.fetch(request, requestOptions), options.maxListenLifetimeMs, this.#listening)
     }, nodeOptions)
+    // A list change reaches the `subscriptions/listen` streams (on every instance, with a
+    // cluster's bus) from the connection itself, as well as from a lane's shared instance
+    // (`#publish`): a listen client may never have made the 2026-07-28 call that brings up
+    // the lane, and a reload or a new member changes the lists with no instance asking.
+    this.#detachLists = connection.onListChanged(kind => { this.#announce(kind) })
     this.#lanes = new Lanes(connection, {
       stateless: options.stateless,
       pipeline: options.pipeline,
+      ...(options.cluster !== undefined && { cluster: options.cluster }),
       publish: message => { this.#publish(message) },
       log: options.log
     })
@@ -143,6 +156,7 @@ export class StreamableHttpEndpoint {
     const reused = pool.pop()
     if (reused !== undefined) return reused
     const created = this.#connection.createServer(ctx, 'shared')
+    forwardRounds(created, this.#options.cluster)
     const server = this.#options.pipeline?.wrapServer(created, { server: this.#connection.name, scope: 'shared' }) ?? created
     const protocol = server instanceof McpServer ? server.server : server
     // createMcpHandler chains its own onclose in front of this one and restores it after
@@ -225,16 +239,34 @@ export class StreamableHttpEndpoint {
     return true
   }
 
+  /** What a lane's shared instance announces: its own list changes (a tool it added mid-call) and resource updates. */
   #publish (message: JSONRPCNotification): void {
-    const notify = this.#handler.notify
     switch (message.method) {
-      case 'notifications/tools/list_changed': notify.toolsChanged(); break
-      case 'notifications/prompts/list_changed': notify.promptsChanged(); break
-      case 'notifications/resources/list_changed': notify.resourcesChanged(); break
+      case 'notifications/tools/list_changed': this.#announce('tools'); break
+      case 'notifications/prompts/list_changed': this.#announce('prompts'); break
+      case 'notifications/resources/list_changed': this.#announce('resources'); break
       case 'notifications/resources/updated':
-        if (typeof message.params?.uri === 'string') notify.resourceUpdated(message.params.uri)
+        if (typeof message.params?.uri === 'string') this.#handler.notify.resourceUpdated(message.params.uri)
         break
     }
+  }
+
+  /**
+   * Tells listen streams a list changed, once for changes that come together: the
+   * connection and a lane's instance often report the same change a few ticks apart, and a
+   * client re-lists on each notification. The notification goes out after the last of
+   * them, so the list the client then reads has every change.
+   */
+  #announce (kind: ListKind): void {
+    if (this.#announcing.has(kind)) return
+    this.#announcing.add(kind)
+    setTimeout(() => {
+      this.#announcing.delete(kind)
+      const notify = this.#handler.notify
+      if (kind === 'tools') notify.toolsChanged()
+      else if (kind === 'prompts') notify.promptsChanged()
+      else notify.resourcesChanged()
+    }, LIST_CHANGE_COALESCE_MS).unref()
   }
 
   /**
@@ -261,6 +293,7 @@ export class StreamableHttpEndpoint {
 
   /** Last step of shutdown (onClose), once in-flight requests are done: release everything. */
   async close (): Promise<void> {
+    this.#detachLists()
     await this.closeStreams()
     await this.#sessions.close()
     await this.#lanes.close()

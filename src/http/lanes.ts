@@ -15,7 +15,9 @@ import type { McpConnection } from '../connections/connection.js'
 import { JsonRpcCode, type GatewayError } from '../errors.js'
 import { carryOrigin, interceptHandlers } from '../mcp/handlers.js'
 import { listenForListChanges, MultiplexTransport } from '../mcp/multiplex-transport.js'
+import { forwardRounds } from '../mcp/round-forwarding.js'
 import type { CallPipeline, ServedBy } from '../pipeline/pipeline.js'
+import type { Cluster } from '../stores/cluster.js'
 import { acceptsJsonAndSse, hijack, isSupportedLegacyVersion, sseFrame, startSse } from './sse.js'
 
 /**
@@ -58,6 +60,8 @@ export interface LaneOptions {
   /** Whether 2025-era stateless requests may take a lane (the server is mounted `stateless`). */
   stateless: boolean
   pipeline: CallPipeline | undefined
+  /** The cluster this instance belongs to: its 2026-07-28 calls' input rounds are continued on any instance. Absent when it runs alone. */
+  cluster?: Cluster
   /** Where the list changes a modern lane's instance announces go (the SDK entry's listen streams). */
   publish: (notification: JSONRPCNotification) => void
   log: FastifyBaseLogger
@@ -134,6 +138,7 @@ export class Lanes {
 
   #instance (ctx: Parameters<McpConnection['createServer']>[0], mux: MultiplexTransport): McpServer | Server {
     const server = this.#connection.createServer(ctx, 'shared')
+    forwardRounds(server, this.#options.cluster)
     const servedBy: ServedBy & { authInfoOf: (id: RequestId) => AuthInfo | undefined } = {
       server: this.#connection.name,
       scope: 'shared',

@@ -1,8 +1,10 @@
 import type { Server } from 'node:http'
+import type { Redis } from 'ioredis'
 import type { McpConnection } from '../connections/connection.js'
 import { ServerRegistry, type MountedServer } from '../connections/registry.js'
 import type { GatewayMetrics } from '../pipeline/metrics.js'
 import { CallPipeline, type PipelineLog } from '../pipeline/pipeline.js'
+import type { Cluster } from '../stores/cluster.js'
 import type { StreamableHttpEndpoint } from './endpoint.js'
 
 /** One MCP endpoint as a build of the app mounted it. */
@@ -13,6 +15,18 @@ interface Mount {
   endpoint?: StreamableHttpEndpoint
   /** Whether the registry owns the connection (a mounted server) or the mount does (`/mcp`). */
   readonly registered: boolean
+}
+
+/** The shared Redis's client and cluster (plugins/redis.ts), with the settings they were made with. */
+export interface RetainedRedis {
+  /** The settings, as a string: another at a reload means the config asks for another Redis. */
+  readonly key: string
+  /** The URL with its password masked, for log lines. */
+  readonly label: string | undefined
+  /** Both undefined when the gateway runs without Redis. */
+  readonly client: Redis | undefined
+  readonly cluster: Cluster | undefined
+  readonly prefix: string
 }
 
 /** How the last config reload went, for `/ready` and the status page. */
@@ -45,6 +59,12 @@ export class Retained {
   /** The separate `/metrics` server, when `metrics.port` is set, and that port. */
   metricsServer: { server: Server, port: number } | undefined
   lastReload: ReloadStatus | undefined
+  /**
+   * The first build's Redis client and cluster, or its lack of one, kept for the process's
+   * life: the endpoints kept here hold the cluster their sessions live in, so a reload that
+   * changes `gateway.redis` keeps these and says so (plugins/redis.ts). Closed with the last build.
+   */
+  redis: RetainedRedis | undefined
   /** When the first build started: the gateway's uptime does not restart with a reload. */
   readonly startedAt = Date.now()
   /** The mounts of the build serving now, by name. */

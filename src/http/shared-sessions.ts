@@ -13,7 +13,7 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server'
 import { JsonRpcCode, StoreUnavailableError, toJsonRpcError } from '../errors.js'
-import type { Cluster } from '../stores/cluster.js'
+import { HEARTBEAT_MS, type Cluster } from '../stores/cluster.js'
 import { parseEventId } from '../stores/event-store.js'
 import type { SessionRecord } from '../stores/session-store.js'
 import { keepAlive, type SessionPeer } from './session-transport.js'
@@ -200,11 +200,22 @@ export class SharedSessions {
     for (const event of early.sort((a, b) => a.seq - b.seq)) write(event.seq, event.message)
     // The instance running the stream's requests stopped (or is this one, which no longer
     // has the stream: its replica was dropped): their answers will never come.
-    if (pending.size > 0 && !res.writableEnded && (info.owner === this.cluster.instanceId || !(await this.#alive(info.owner)))) {
+    const stopped = (): void => {
+      if (res === undefined || res.writableEnded) return
       for (const id of pending) res.write(sseFrame({ jsonrpc: '2.0', id, error: { code: JsonRpcCode.ServerError, message: 'The gateway instance running this request stopped before answering' } }))
       res.end()
     }
+    if (pending.size > 0 && !res.writableEnded && (info.owner === this.cluster.instanceId || !(await this.#alive(info.owner)))) stopped()
+    // The owner may die while this follows its stream (SIGKILL, a crash): its heartbeat
+    // lapses, and the requests still unanswered are answered with an error here, as above.
+    let watch: NodeJS.Timeout | undefined
+    if (!res.writableEnded) {
+      watch = setInterval(() => {
+        this.#alive(info.owner).then(alive => { if (!alive) stopped() }, () => {})
+      }, HEARTBEAT_MS).unref()
+    }
     await done
+    clearInterval(watch)
     return true
   }
 

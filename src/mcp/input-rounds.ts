@@ -1,10 +1,12 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import {
   CLIENT_CAPABILITIES_META_KEY,
+  createRequestStateCodec,
   isInputRequiredResult,
   ProtocolError,
   ProtocolErrorCode,
   type AuthInfo,
+  type RequestStateCodec,
   type ServerContext
 } from '@modelcontextprotocol/server'
 import type { Downstream, McpMessage, RelayOptions } from '../connections/connection.js'
@@ -16,7 +18,8 @@ import { askDownstream, QUESTIONS } from './protocol.js'
 // answers. This module translates the one into the other, so 2026-07-28 clients can use the
 // servers people run today: the upstream call stays open in the gateway between rounds, its
 // questions go out as `inputRequests`, and the answers of the next round go back upstream as
-// the results of those requests.
+// the results of those requests. The call stays open on the instance that started it; a
+// retry that reaches another instance of a cluster is taken there (`round-forwarding.ts`).
 //
 // The other direction is here too (`fulfilInputRequired`): a 2026-07-28 upstream asks with
 // `input_required`, and a 2025-era client of the gateway can only be asked with server→client
@@ -65,13 +68,6 @@ const KEY_PREFIX = 'fastify-mcp-gateway/ask/'
 const NEEDS: Record<string, string | undefined> = Object.fromEntries(Object.entries(QUESTIONS).map(([capability, method]) => [method, capability]))
 
 /**
- * Calls waiting for their client's answers, by `requestState`. In this process only: a retry
- * that reaches another gateway instance is told to make the call again (run replicas with
- * sticky routing, or let such calls fail over that way).
- */
-const waiting = new Map<string, AskingCall>()
-
-/**
  * Who a caller is, to bind what it starts (a call waiting for its answers here, a 2025-era
  * session in src/http/sessions.ts) to it: the kind of credential, the client and the subject;
  * `''` while nobody is authenticated. Never the token itself, which a client refreshes while
@@ -84,26 +80,153 @@ export function callerKey (authInfo: AuthInfo | undefined): string {
 }
 
 /**
- * One round of a 2026-07-28 call that may ask its client for input: the first (`start` makes
- * the upstream call), or a retry that carries answers and the `requestState` of an earlier
- * round. Answers the call's result, or `input_required` with the questions still open.
+ * The answer to a retry whose `requestState` continues nothing it may continue. A forged,
+ * expired or another caller's state all answer alike, so a caller learns nothing of calls
+ * that are not its own; `why` is only said once the state is known to be this caller's.
+ */
+export function invalidRequestState (why = 'the call it continues has ended'): ProtocolError {
+  return new ProtocolError(ProtocolErrorCode.InvalidParams, `Invalid or expired requestState: ${why}; make the call again`, { reason: 'invalid_request_state' })
+}
+
+/** What one round brings to a waiting call: the client's answers, and the capabilities it declared on this request. */
+export interface RoundInput {
+  inputResponses: Record<string, unknown>
+  capabilities: Record<string, unknown> | undefined
+}
+
+/** A round for a waiting call, by the call's key and the caller that sent it. */
+export interface CallRound extends RoundInput {
+  key: string
+  caller: string
+}
+
+/** What a round answers: the call's result, or the questions still open (the gateway's own `input_required`). */
+export type RoundAnswer = { result: Record<string, unknown> } | { inputRequests: Record<string, McpMessage> }
+
+/** Takes a round to the gateway instance that holds its call (`round-forwarding.ts`). */
+export interface RoundRelay {
+  forward (instanceId: string, round: CallRound, options: RelayOptions): Promise<RoundAnswer>
+}
+
+export interface InputRoundsOptions {
+  /** Names this instance in the states it mints. Default: random, a process of its own. */
+  instanceId?: string
+  /**
+   * Seals the states (`createRequestStateCodec`, at least 32 bytes): the same on every
+   * instance a retry may reach. Default: random per process, right while one process serves
+   * every round.
+   */
+  key?: string
+  /** How long a state stays valid, in seconds. Default 600, the SDK's: a call held longer than its timeout has ended anyway. */
+  ttlSeconds?: number
+  /** Where the rounds of calls other instances hold go. Default: none, such a retry is told to make the call again. */
+  relay?: RoundRelay
+}
+
+/** The sealed `requestState`'s payload: the instance that holds the call, and the call's key there. */
+interface HeldCall { i: string, k: string }
+
+/**
+ * The 2026-07-28 calls of one gateway instance that wait for their client's answers, and the
+ * `requestState` that names each: sealed with the SDK's codec, bound to the caller and the
+ * method, carrying the instance that holds the call and the call's key there. The payload is
+ * signed, not encrypted: a client can read both ids, neither of which is a secret.
+ */
+export class InputRounds {
+  readonly instanceId: string
+  #codec: RequestStateCodec<HeldCall>
+  /** Calls waiting for their client's answers, by key. */
+  #waiting = new Map<string, AskingCall>()
+  #relay: RoundRelay | undefined
+
+  constructor (options: InputRoundsOptions = {}) {
+    this.instanceId = options.instanceId ?? randomUUID()
+    this.#relay = options.relay
+    this.#codec = createRequestStateCodec<HeldCall>({
+      key: options.key ?? randomBytes(32),
+      ...(options.ttlSeconds !== undefined && { ttlSeconds: options.ttlSeconds }),
+      // The caller as the relay sees it (`relayOptions` reads the same `ctx.http.authInfo`).
+      bind: ctx => `${ctx.mcpReq.method}\0${callerKey(ctx.http?.authInfo)}`
+    })
+  }
+
+  /** Calls waiting here for their client's answers. */
+  get size (): number { return this.#waiting.size }
+
+  /**
+   * One round of a 2026-07-28 call that may ask its client for input: the first (`start`
+   * makes the upstream call), or a retry that carries answers and the `requestState` of an
+   * earlier round, continued here or on the instance that holds the call. Answers the call's
+   * result, or `input_required` with the questions still open.
+   */
+  async round (
+    ctx: ServerContext,
+    options: RelayOptions,
+    start: (options: RelayOptions) => Promise<Record<string, unknown>>
+  ): Promise<Record<string, unknown>> {
+    const state = ctx.mcpReq.requestState()
+    const input: RoundInput = {
+      inputResponses: ctx.mcpReq.inputResponses ?? {},
+      capabilities: (ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[CLIENT_CAPABILITIES_META_KEY] as Record<string, unknown> | undefined
+    }
+    if (typeof state === 'string' && state.startsWith(KEY_PREFIX)) {
+      const held = await this.#open(state.slice(KEY_PREFIX.length), ctx)
+      const round = { ...input, key: held.k, caller: callerKey(options.authInfo) }
+      let answer: RoundAnswer
+      if (held.i === this.instanceId) answer = await this.continue(round, options)
+      else if (this.#relay !== undefined) answer = await this.#relay.forward(held.i, round, options)
+      else throw invalidRequestState()
+      return await this.#answer(answer, held, ctx)
+    }
+    const call = new AskingCall(start, options, input, this.#waiting)
+    const answer = await call.round(input, options)
+    return await this.#answer(answer, { i: this.instanceId, k: call.key ?? '' }, ctx)
+  }
+
+  /** A round of a call held here: from this instance's own client, or forwarded by another instance. */
+  async continue (round: CallRound, options: RelayOptions): Promise<RoundAnswer> {
+    const call = this.#waiting.get(round.key)
+    // Another caller's state answers as an unknown one: it must not continue (or learn of) a
+    // call that is not its own. The seal binds the state to its caller already; this holds
+    // for a round another instance forwarded too.
+    if (call === undefined || call.caller !== round.caller) throw invalidRequestState()
+    return await call.round(round, options)
+  }
+
+  async #open (sealed: string, ctx: ServerContext): Promise<HeldCall> {
+    let held: unknown
+    try {
+      held = await this.#codec.verify(sealed, ctx)
+    } catch {
+      // Forged, expired, another caller's or another method's: the codec's reason stays here.
+      throw invalidRequestState()
+    }
+    const { i, k } = (held ?? {}) as Partial<HeldCall>
+    if (typeof i !== 'string' || typeof k !== 'string') throw invalidRequestState()
+    return { i, k }
+  }
+
+  async #answer (answer: RoundAnswer, held: HeldCall, ctx: ServerContext): Promise<Record<string, unknown>> {
+    if ('result' in answer) return answer.result
+    return { resultType: 'input_required', inputRequests: answer.inputRequests, requestState: KEY_PREFIX + await this.#codec.mint(held, ctx) }
+  }
+}
+
+/** The rounds of a gateway that runs alone: its calls in this process, its states sealed with a key of its own. */
+const localRounds = new InputRounds()
+
+/**
+ * One round of a 2026-07-28 call that may ask its client for input (see `InputRounds.round`),
+ * through `rounds` (an instance of a cluster, `round-forwarding.ts`) or, by default, this
+ * process alone: a retry that reaches another gateway instance is then told to make the call again.
  */
 export async function askingRound (
   ctx: ServerContext,
   options: RelayOptions,
-  start: (options: RelayOptions) => Promise<Record<string, unknown>>
+  start: (options: RelayOptions) => Promise<Record<string, unknown>>,
+  rounds: InputRounds = localRounds
 ): Promise<Record<string, unknown>> {
-  const state = ctx.mcpReq.requestState()
-  if (typeof state === 'string' && state.startsWith(KEY_PREFIX)) {
-    const call = waiting.get(state)
-    // Another caller's `requestState` answers as an unknown one: it must not continue (or
-    // learn of) a call that is not its own.
-    if (call === undefined || call.caller !== callerKey(options.authInfo)) {
-      throw new ProtocolError(ProtocolErrorCode.InvalidParams, 'Invalid or expired requestState: the call it continues has ended, or was made through another gateway instance; make the call again', { reason: 'invalid_request_state' })
-    }
-    return await call.round(ctx, options)
-  }
-  return await new AskingCall(start, options).round(ctx, options)
+  return await rounds.round(ctx, options, start)
 }
 
 interface Question {
@@ -120,6 +243,7 @@ class AskingCall {
   readonly caller: string
   /** Minted with the first question: a call that asks nothing costs no entry in `waiting`. */
   #key: string | undefined
+  #waiting: Map<string, AskingCall>
   #questions = new Map<string, Question>()
   #outcome: Outcome | undefined
   /** Wake the rounds waiting for the next question or the outcome (a client may retry twice). */
@@ -130,8 +254,11 @@ class AskingCall {
   #controller = new AbortController()
   #ids = 0
 
-  constructor (start: (options: RelayOptions) => Promise<Record<string, unknown>>, first: RelayOptions) {
+  constructor (start: (options: RelayOptions) => Promise<Record<string, unknown>>, first: RelayOptions, input: RoundInput, waiting: Map<string, AskingCall>) {
     this.#round = first
+    // Before the call starts: its first question may come at once.
+    this.#capabilities = input.capabilities
+    this.#waiting = waiting
     this.caller = callerKey(first.authInfo)
     // The call outlives the round that started it, so it has its own signal; a round that is
     // cancelled while it waits cancels the call (see `round`).
@@ -149,12 +276,14 @@ class AskingCall {
     }).then(result => { this.#end({ result }) }, (error: unknown) => { this.#end({ error }) })
   }
 
-  async round (ctx: ServerContext, options: RelayOptions): Promise<Record<string, unknown>> {
+  /** The key of this call among the waiting ones, once it asked something. */
+  get key (): string | undefined { return this.#key }
+
+  async round (input: RoundInput, options: RelayOptions): Promise<RoundAnswer> {
     this.#round = options
-    this.#capabilities = (ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[CLIENT_CAPABILITIES_META_KEY] as Record<string, unknown> | undefined
-    const answers = ctx.mcpReq.inputResponses ?? {}
+    this.#capabilities = input.capabilities
     for (const [id, question] of this.#questions) {
-      const answer = answers[id]
+      const answer = input.inputResponses[id]
       if (question.answered || answer === undefined || answer === null || typeof answer !== 'object') continue
       question.answered = true
       question.resolve(answer as Record<string, unknown>)
@@ -165,17 +294,11 @@ class AskingCall {
       for (;;) {
         if (this.#outcome !== undefined) {
           if ('error' in this.#outcome) throw this.#outcome.error
-          return this.#outcome.result
+          return { result: this.#outcome.result }
         }
         // A question left unanswered is asked again, as a 2026-07-28 server would.
         const open = [...this.#questions].filter(([, question]) => !question.answered)
-        if (open.length > 0) {
-          return {
-            resultType: 'input_required',
-            inputRequests: Object.fromEntries(open.map(([id, question]) => [id, question.request])),
-            requestState: this.#key
-          }
-        }
+        if (open.length > 0) return { inputRequests: Object.fromEntries(open.map(([id, question]) => [id, question.request])) }
         await new Promise<void>(resolve => { this.#waiters.push(resolve) })
       }
     } finally {
@@ -189,9 +312,9 @@ class AskingCall {
     if (needed === undefined || this.#capabilities?.[needed] === undefined) {
       throw new ProtocolError(ProtocolErrorCode.InternalError, `'${request.method}' cannot be forwarded: the client (MCP 2026-07-28) did not declare the ${needed ?? request.method} capability on its request`)
     }
-    if (this.#key === undefined) {
-      this.#key = `${KEY_PREFIX}${randomUUID()}`
-      waiting.set(this.#key, this)
+    if (this.#key === undefined && this.#outcome === undefined) {
+      this.#key = randomUUID()
+      this.#waiting.set(this.#key, this)
     }
     const id = `${request.method.replace('/', '_')}_${++this.#ids}`
     return await new Promise((resolve, reject) => {
@@ -202,7 +325,7 @@ class AskingCall {
 
   #end (outcome: Outcome): void {
     this.#outcome = outcome
-    if (this.#key !== undefined) waiting.delete(this.#key)
+    if (this.#key !== undefined) this.#waiting.delete(this.#key)
     for (const question of this.#questions.values()) {
       if (!question.answered) question.reject(new ProtocolError(ProtocolErrorCode.InternalError, 'The call ended before the client answered'))
     }

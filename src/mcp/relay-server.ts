@@ -10,9 +10,22 @@ import type { McpMessage, RelayOptions, RelaySession, RelayTarget, ServerScope }
 import { GATEWAY_INFO, DEFAULT_TIMEOUT_MS } from '../defaults.js'
 import { toJsonRpcError } from '../errors.js'
 import { requestOrigin } from './handlers.js'
-import { askingRound } from './input-rounds.js'
+import { askingRound, type InputRounds } from './input-rounds.js'
 import { INPUT_METHODS } from './protocol.js'
 import { sharedJsonSchemaValidator } from './validator.js'
+
+/**
+ * The input rounds of the gateway instance each relay server answers for, set by whoever
+ * builds the server for a cluster (`forwardRounds` in round-forwarding.ts). A server without
+ * one keeps its calls in this process, as a gateway that runs alone does. Kept beside the
+ * server rather than passed to `createServer`, so no connection needs to know of clusters.
+ */
+const roundsOf = new WeakMap<object, InputRounds>()
+
+/** Makes `server` (a relay server; any other is left as it is) keep and continue its 2026-07-28 calls' input rounds through `rounds`. */
+export function useInputRounds (server: object, rounds: InputRounds): void {
+  roundsOf.set(server, rounds)
+}
 
 /**
  * A low-level SDK server whose every request is relayed to a target. The SDK server owns the
@@ -66,7 +79,7 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
       const params = modernParams(request.params, ctx)
       // A 2025-era upstream's questions during such a call reach the client as
       // `input_required` rounds (see `input-rounds.ts`).
-      if (INPUT_METHODS.has(method)) return await askingRound(ctx, options, async call => await target.request(method, params, { ...call, session }))
+      if (INPUT_METHODS.has(method)) return await askingRound(ctx, options, async call => await target.request(method, params, { ...call, session }), roundsOf.get(server))
       return await target.request(method, params, { ...options, session })
     } catch (err) {
       throw toJsonRpcError(err, target.name)

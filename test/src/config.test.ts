@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { loadConfig, parseConfig, type GatewayConfig } from '../../src/config.js'
+import { loadConfig, parseConfig, redisOverride, type GatewayConfig } from '../../src/config.js'
 
 const fixtures = fileURLToPath(new URL('../fixtures/configs/', import.meta.url))
 
@@ -560,7 +560,7 @@ t.test('bad security settings are each reported, naming the field', async t => {
       gatway: true
     }
   }), [
-    'gateway.json: gateway.gatway is not a known field (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage)',
+    'gateway.json: gateway.gatway is not a known field (expected one of aggregate, separator, publicUrl, auth, policy, rateLimit, cors, tls, metrics, tracing, statusPage, redis)',
     'gateway.json: gateway.publicUrl must be an origin such as https://mcp.example.com, with no path (got "https://mcp.example.com/path")',
     'gateway.json: gateway.auth.apiKeys[0].key is too short to be a secret (3 characters; use at least 16)',
     'gateway.json: gateway.auth.apiKeys[1].id is required: it names the caller in logs and policies',
@@ -592,4 +592,53 @@ t.test('the observability settings: metrics, tracing, the status page', async t 
     'gateway.json: gateway.tracing.endpoint must be an http(s) URL of an OTLP/HTTP traces endpoint (got "collector:4318")',
     'gateway.json: gateway.metrics.enabled must be true or false (got number)'
   ])
+})
+
+t.test('gateway.redis: a URL or an object; defaults, ${VAR} in the URL and the key, the key from MCP_GATEWAY_STATE_KEY', async t => {
+  const key = 'k'.repeat(32)
+  const servers = { mcpServers: { greet: { builtin: 'greet' } } }
+  t.same(parse({ ...servers, gateway: { redis: '${REDIS_URL}' } }, { REDIS_URL: 'redis://cache:6379/1', MCP_GATEWAY_STATE_KEY: key }).redis,
+    { url: 'redis://cache:6379/1', prefix: 'mcp-gateway:', requestStateKey: key })
+  const config = parse({ ...servers, gateway: { redis: { url: 'rediss://:${REDIS_PASSWORD}@cache:6380', prefix: 'team-a:', requestStateKey: '${STATE_KEY}' } } }, { REDIS_PASSWORD: 'pw', STATE_KEY: key })
+  t.same(config.redis, { url: 'rediss://:pw@cache:6380', prefix: 'team-a:', requestStateKey: key })
+  t.same(config.warnings, [])
+  t.notOk('redis' in parse(servers), 'absent: no redis, each instance on its own')
+  const plain = parse({ ...servers, gateway: { redis: { url: 'redis://cache', requestStateKey: key } } })
+  t.equal(plain.redis?.requestStateKey, key)
+  t.match(plain.warnings, [/gateway\.redis\.requestStateKey holds a key in plain text; use "\$\{ENV_VAR\}"/])
+})
+
+t.test('gateway.redis: each mistake is reported, with the known field a misspelt one is closest to', async t => {
+  const servers = { mcpServers: { greet: { builtin: 'greet' } } }
+  const env = { MCP_GATEWAY_STATE_KEY: 'k'.repeat(32) }
+  t.same(problems(t, { ...servers, gateway: { redis: { url: 'redis://cache', prefx: 'a:' } } }, env),
+    ['gateway.json: gateway.redis.prefx is not a known field; did you mean "prefix"?'])
+  t.same(problems(t, { ...servers, gateway: { redis: 'http://cache:6379' } }, env),
+    ['gateway.json: gateway.redis must be a redis:// or rediss:// URL (got a http: URL)'])
+  t.same(problems(t, { ...servers, gateway: { redis: { prefix: 'a:' } } }, env),
+    ['gateway.json: gateway.redis.url needs the URL of the Redis, such as "redis://localhost:6379" or "${REDIS_URL}"'])
+  t.same(problems(t, { ...servers, gateway: { redis: 6379 } }, env),
+    ['gateway.json: gateway.redis must be a redis:// URL or an object with url (got number)'])
+  t.same(problems(t, { ...servers, gateway: { redis: { url: 'redis://cache', prefix: 'a b' } } }, env),
+    ['gateway.json: gateway.redis.prefix must be 1 to 100 characters and no spaces (got "a b")'])
+  t.match(problems(t, { ...servers, gateway: { redis: 'redis://cache' } }),
+    [/^gateway\.json: gateway\.redis\.requestStateKey is required with Redis: a secret of at least 32 characters, the same on every instance .*set MCP_GATEWAY_STATE_KEY/])
+  t.same(problems(t, { ...servers, gateway: { redis: { url: 'redis://cache', requestStateKey: '${SHORT}' } } }, { SHORT: 'short' }),
+    ['gateway.json: gateway.redis.requestStateKey is too short to be a secret (5 characters; use at least 32)'])
+  t.same(problems(t, { ...servers, gateway: { redis: { url: 'redis://cache', requestStateKey: '${UNSET}' } } }),
+    ['gateway.json: gateway.redis.requestStateKey refers to ${UNSET}, which is not set'], 'an unset variable is reported once')
+  t.same(problems(t, { ...servers, gateway: { redis: '${REDIS_URL}' } }, env),
+    ['gateway.json: gateway.redis refers to ${REDIS_URL}, which is not set'])
+  t.same(problems(t, { ...servers, gateway: { rediss: 'redis://cache' } }, env),
+    ['gateway.json: gateway.rediss is not a known field; did you mean "redis"?'])
+})
+
+t.test('redisOverride: a flag\'s or variable\'s URL over gateway.redis keeps its prefix and key; alone it needs the key from the environment', async t => {
+  const key = 'k'.repeat(32)
+  t.same(redisOverride('redis://other:6379', { url: 'redis://cache', prefix: 'team-a:', requestStateKey: key }, '--redis', {}),
+    { url: 'redis://other:6379', prefix: 'team-a:', requestStateKey: key })
+  t.same(redisOverride('redis://other:6379', undefined, 'REDIS_URL', { MCP_GATEWAY_STATE_KEY: key }),
+    { url: 'redis://other:6379', prefix: 'mcp-gateway:', requestStateKey: key })
+  t.throws(() => redisOverride('redis://other:6379', undefined, '--redis', {}), { code: 'GW_ERR_CONFIG', message: /^--redis: the request-state key \(MCP_GATEWAY_STATE_KEY\) is required with Redis/ })
+  t.throws(() => redisOverride('localhost:6379', undefined, 'REDIS_URL', { MCP_GATEWAY_STATE_KEY: key }), { code: 'GW_ERR_CONFIG', message: 'REDIS_URL must be a redis:// or rediss:// URL (got a localhost: URL)' })
 })
