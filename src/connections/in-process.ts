@@ -24,6 +24,7 @@ import { carryAuthInfo, interceptHandlers, type Handler } from '../mcp/handlers.
 import { listenForListChanges, MultiplexTransport } from '../mcp/multiplex-transport.js'
 import { allPages, askDownstream, LIST_CHANGED } from '../mcp/protocol.js'
 import { sharedJsonSchemaValidator } from '../mcp/validator.js'
+import { directTools, type DirectTools } from './direct-call.js'
 import type { ListKind, McpConnection, RelayOptions, RelaySession, ServerFactory, ServerState } from './connection.js'
 
 /** The revision of the connection of 2026-07-28 clients' requests (`#modernMux`); the SDK exports no list of its modern revisions. */
@@ -39,9 +40,9 @@ const MODERN_REVISION = '2026-07-28'
  * during a call (sampling, elicitation) goes to the client that made it (`/mcp`).
  * Downstream MCP sessions get their own instance from the same factory (`createServer`).
  *
- * REST tool calls of an `McpServer` take a faster way (`callValidated`): the SDK's own
- * `tools/call` handler of the connection's instance, run directly with a context built here,
- * without the JSON-RPC round trip through the connection.
+ * REST tool calls of an `McpServer` take a faster way (`callValidated`): the registered tool
+ * of the connection's instance, run as the SDK's own `tools/call` handler runs it, with a
+ * context built here, without the JSON-RPC round trip through the connection.
  *
  * The requests of 2026-07-28 clients (those `/mcp` relays, `RelayOptions.modern`) take a
  * second connection, opened by the same entry pinned to that revision, on their first one:
@@ -156,14 +157,15 @@ export class InProcessConnection implements McpConnection {
   /**
    * A tool call of the REST routes, whose arguments Fastify has validated against the tool's
    * `inputSchema`: answered as `callTool` answers it, without the JSON-RPC round trip (some
-   * 20 µs and 20 KB a call). The SDK's stored `tools/call` handler of the connection's own
-   * instance runs directly (`directDispatch`), so all that stands between a request and the
-   * tool's handler happens as over the connection: the gateway's wrappers, the SDK's checks
-   * of the request and its parsing of the arguments (which hands the tool zod's output,
-   * defaults and transforms applied, and refuses what a JSON Schema cannot say), the tool's
-   * lookup, the `outputSchema` check of `structuredContent`, a throw or a bad output turned
-   * into an `isError` result, the input-required shim, the result's own validation. That
-   * chain costs some 3 µs and 8 KB; copying it by hand to skip it would differ from it.
+   * 20 µs and 20 KB a call). A registered tool of an `McpServer` runs as the server's own
+   * `tools/call` handler runs it, without the SDK's stored chain (`direct-call.ts`): its
+   * schema's parse of the arguments (zod's output reaches the tool: defaults, transforms,
+   * refinements a JSON Schema cannot say), the `outputSchema` check of `structuredContent`, a
+   * throw or a bad output turned into an `isError` result, the input-required seam and the
+   * result's wire validation are the SDK's steps, copied; the parse of a request the gateway
+   * built itself and the five nested async wrappers are what is left out. What that copy
+   * cannot do exactly (an unknown, disabled or task-based tool, a server with an input size
+   * limit, a subclass of `McpServer`) takes the stored chain (`directDispatch`), as before.
    *
    * What the connection's far end gave the handler is built here (`DirectCall`): the abort
    * signal, fired by the caller's signal, the timeout or the connection closing, with the
@@ -331,22 +333,24 @@ interface DirectDispatch {
   /** A notification of a REST call (a log message, progress nobody asked for), sent with the server's checks to nowhere. */
   notify (notification: Notification): Promise<void>
   log: ServerContext['mcpReq']['log']
+  /** The registered tools, run without the stored chain (`direct-call.ts`); unset where the SDK's internals are not as expected. */
+  tools: DirectTools | undefined
 }
 
 /**
- * How `callValidated` reaches an `McpServer` instance's stored `tools/call` handler: the chain
+ * How `callValidated` reaches an `McpServer` instance: its registered tools, run directly where
+ * that is exact (`tools`, see direct-call.ts), else the stored `tools/call` handler: the chain
  * the SDK itself dispatches a request to (its request checks, `McpServer`'s tool lookup and
  * argument parsing, the registered handler, the output checks), with every wrapper the gateway
- * installed (`interceptHandlers`).
+ * installed (`interceptHandlers`). The only wrapper on an in-process instance is
+ * `carryAuthInfo`, which has nothing to add to a direct call: its context carries the caller.
  *
- * The SDK has no public entry for this. It relies on `Protocol._getRequestHandler(method)`, a
- * protected accessor (SDK v2.4) documented as the one "role classes that dispatch synthesized
+ * The SDK has no public entry for the chain. It relies on `Protocol._getRequestHandler(method)`,
+ * a protected accessor (SDK v2.4) documented as the one "role classes that dispatch synthesized
  * requests through the same stored handler chain" use, and on the handler's calling convention
- * (`Handler`, which `interceptHandlers` relies on already). `McpServer`'s registered tools
- * (`RegisteredTool`, with its `handler`) sit in a private `_registeredTools` map that only
- * that chain reads; running a registered handler by hand would mean copying the chain, and
- * differing from it wherever it moves. Should an upgrade remove the accessor, calls take the
- * connection again (slower, not wrong) and test/src/connections/in-process-fast.test.ts fails.
+ * (`Handler`, which `interceptHandlers` relies on already). Should an upgrade remove the
+ * accessor, calls take the connection again (slower, not wrong) and
+ * test/src/connections/in-process-fast.test.ts fails.
  */
 function directDispatch (instance: McpServer | Server): DirectDispatch | undefined {
   if (!(instance instanceof McpServer)) return undefined
@@ -359,6 +363,7 @@ function directDispatch (instance: McpServer | Server): DirectDispatch | undefin
   const notify = async (notification: Notification): Promise<void> => { await server.notification(notification, nowhere) }
   return {
     handler: () => (accessor as (method: string) => Handler | undefined).call(server, 'tools/call'),
+    tools: directTools(instance),
     notify,
     // As the SDK's own `ctx.mcpReq.log`, less the level a client may set, which would only
     // decide whether a message nobody hears is sent (and no client sets one on this connection).
@@ -463,7 +468,8 @@ class DirectCall {
     }
     let answer: Promise<unknown>
     try {
-      answer = handler(request, ctx)
+      // The tool's own handler, run as McpServer runs it, where that can be done exactly; else the stored chain.
+      answer = direct.tools?.run(name, args, request, ctx) ?? handler(request, ctx)
     } catch (err) {
       answer = Promise.reject(err)
     }

@@ -1,5 +1,6 @@
+import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { CallToolResult, Prompt, Resource, Tool } from '@modelcontextprotocol/server'
+import type { AuthInfo, CallToolResult, Prompt, Resource, Tool } from '@modelcontextprotocol/server'
 import type { McpConnection } from '../connections/connection.js'
 import {
   CapabilityMissingError,
@@ -141,11 +142,32 @@ export function registerRestRoutes (app: FastifyInstance, options: RestOptions):
   return { cancelInFlight: () => { rest.cancelInFlight() } }
 }
 
+/** Each client connection's signal for its tool calls, aborted when the client goes away. */
+const socketSignals = new WeakMap<Socket, AbortController>()
+
+/**
+ * The signal of the tool calls made over `socket`. One `AbortController` per keep-alive
+ * connection rather than per call: each is an `EventTarget` (a kilobyte, microseconds to
+ * build, and work for the collector), and it is the REST shim's largest per-call cost after
+ * the call itself. Over HTTP/1.1 (the gateway serves nothing else) a response closes before
+ * it is finished only when its socket closes, so the socket's `close` is the client going
+ * away, for every call in flight on it. One aborted (the client went away, or shutdown) is
+ * replaced for the next call.
+ */
+function cancellationOf (socket: Socket): AbortController {
+  const current = socketSignals.get(socket)
+  if (current !== undefined && !current.signal.aborted) return current
+  const controller = new AbortController()
+  socketSignals.set(socket, controller)
+  socket.once('close', () => { controller.abort() })
+  return controller
+}
+
 /** The calls the REST routes make, each through the pipeline with the caller's context. */
 class RestCalls {
   #options: RestOptions
-  /** Tool calls in flight, to cancel at shutdown. */
-  #inflight = new Set<AbortController>()
+  /** The signals of tool calls in flight, with how many calls each, to cancel at shutdown. */
+  #inflight = new Map<AbortController, number>()
   #target: CallTarget
 
   constructor (options: RestOptions) {
@@ -181,19 +203,21 @@ class RestCalls {
    */
   async callTool (tool: string, request: FastifyRequest, reply: FastifyReply): Promise<CallToolResult | FastifyReply> {
     const { connection, pipeline, timeoutMs } = this.#options
-    const controller = new AbortController()
-    this.#inflight.add(controller)
-    // The client went away before the answer: cancel the call rather than finish it for nobody.
-    const onClose = (): void => { if (!reply.raw.writableFinished) controller.abort() }
-    reply.raw.once('close', onClose)
+    // The client went away before the answer: cancel the call rather than finish it for
+    // nobody. The signal is the client connection's (one per socket, see `cancellationOf`).
+    const controller = cancellationOf(request.raw.socket)
+    this.#inflight.set(controller, (this.#inflight.get(controller) ?? 0) + 1)
     const args = (request.body ?? {}) as Record<string, unknown>
     request.log.debug({ tool, args }, 'tool call')
+    const options: { signal: AbortSignal, timeoutMs: number, authInfo?: AuthInfo } = { signal: controller.signal, timeoutMs }
     const identity = request.identity
-    const options = { signal: controller.signal, timeoutMs, ...(identity !== undefined && { authInfo: identity }) }
+    if (identity !== undefined) options.authInfo = identity
     // The arguments passed the route's schema: the connection's quicker way, where it has one.
-    const call = async (): Promise<CallToolResult> => connection.callValidated !== undefined
-      ? await connection.callValidated(tool, args, options)
-      : await connection.callTool(tool, args, options)
+    // Not `async`: the connection's promise is the call's, with no second one wrapped around it.
+    const callValidated = connection.callValidated
+    const call = callValidated !== undefined
+      ? () => callValidated.call(connection, tool, args, options)
+      : () => connection.callTool(tool, args, options)
     try {
       // The hot path of the REST shim: no context is built while no filter would read it.
       const result = pipeline.active ? await pipeline.call(this.#context(request, 'tools/call', tool, args), call) : await call()
@@ -211,14 +235,15 @@ class RestCalls {
       }
       throw toHttpError(err, this.#target, tool, timeoutMs)
     } finally {
-      this.#inflight.delete(controller)
-      reply.raw.off('close', onClose)
+      const count = this.#inflight.get(controller) ?? 0
+      if (count <= 1) this.#inflight.delete(controller)
+      else this.#inflight.set(controller, count - 1)
     }
   }
 
   /** Shutdown after the drain timeout: every tool call still in flight is cancelled and answered 503. */
   cancelInFlight (): void {
-    for (const controller of this.#inflight) controller.abort(new ShuttingDownError())
+    for (const controller of this.#inflight.keys()) controller.abort(new ShuttingDownError())
   }
 
   /** A prompt or resource request, or one of their lists, through the pipeline. */
