@@ -1314,6 +1314,42 @@ const fixed = (n: number, digits: number): string => Number.isFinite(n) ? n.toFi
 const ratio = (n: number, scenario: Scenario): string => scenario.minRatio >= 1 ? `${n.toFixed(2)}×` : n.toFixed(2)
 
 // ---------------------------------------------------------------------------------------
+// Scale-out (additive): a 2025 session's tools/call through two instances sharing Redis, against
+// one instance with its state in memory, both behind the same nginx (the README's config,
+// round-robin), so the session's requests alternate between the two instances. Every process
+// of a target (instances, nginx, redis-server) runs on the target's core: the ratio is what
+// each instance keeps of its in-memory throughput once its state is in Redis (target ≥ 0.70).
+// The Redis cost per round (commands, redis-server CPU) is printed by the target as
+// `[cluster-redis] redis: …`; the tree CPU per request (per-request table) includes it.
+// Select with `--only cluster-session` (or `--only cluster`).
+
+const CLUSTER_GOAL = 0.70
+const CLUSTER_SESSION_PATH = (target: string): PathSpec => ({
+  target: target as TargetName,
+  what: 'POST /greet/mcp via nginx (2025, in a session)',
+  url: '/greet/mcp',
+  headers: { ...MCP_HEADERS, 'mcp-protocol-version': LEGACY_PROTOCOL },
+  body: LEGACY_BODY,
+  expect: GREETING,
+  session: legacyCall
+})
+Object.assign(PATHS, {
+  'cluster-redis-session': CLUSTER_SESSION_PATH('cluster-redis'),
+  'cluster-memory-session': CLUSTER_SESSION_PATH('cluster-memory')
+})
+Object.assign(SCENARIOS, {
+  'cluster-session': {
+    gateway: 'cluster-redis-session' as PathKey,
+    comparator: 'cluster-memory-session' as PathKey,
+    comparatorName: 'one instance in memory behind the same nginx',
+    note: 'cluster-redis: two instances (dist/src/server.js --redis) sharing one redis-server behind nginx round-robin, the session\'s requests alternating between them; ' +
+      'cluster-memory: one instance, state in memory, behind the same nginx. Every process of a target on its core; the ratio is per-instance efficiency; Redis cost per round in the [cluster-redis] lines',
+    minRatio: CLUSTER_GOAL
+  } satisfies Scenario
+})
+Object.assign(SCENARIO_PATH, { 'cluster-session': 'MCP 2025 session `/greet/mcp`, two instances sharing Redis vs one in memory, via nginx' })
+
+// ---------------------------------------------------------------------------------------
 // Entry: last, so every module-level constant above is initialised before main() runs.
 
 if (pinning && !reexecuted) {

@@ -487,6 +487,12 @@ export class SessionTransport implements Transport {
       this.#standalone.write(sseFrame(message))
       return
     }
+    // A server→client request the server did not relate to a request (the SDK sends
+    // `ctx.mcpReq.elicitInput` so) while no GET stream is open here: a POST stream of this
+    // session still open here reaches the client for sure (the spec lets a server send
+    // requests on it), where the GET stream may not be open yet or may be held by another
+    // instance that has not made its replica yet.
+    if ('id' in message && !this.#jsonResponse && this.#streamOnAnyExchange(message)) return
     if (this.peer !== undefined) {
       // The GET stream may be held by another instance: it writes the message if it is. Who
       // holds it is not recorded anywhere (that would cost a store write per GET and go stale
@@ -499,6 +505,13 @@ export class SessionTransport implements Transport {
       // A server→client request with no stream to carry it would only time out later.
       throw new Error(`No open stream in session ${this.sessionId} to deliver '${(message as JSONRPCRequest).method}'`)
     }
+  }
+
+  /** Streams `message` on the most recent POST still waiting for answers; false when none is. */
+  #streamOnAnyExchange (message: JSONRPCMessage): boolean {
+    let latest: PostExchange | undefined
+    for (const exchange of this.#exchanges.values()) latest = exchange
+    return latest?.stream(message) ?? false
   }
 
   /** Renames a server→client request so that its answer, wherever the client POSTs it, comes back to this replica. */
