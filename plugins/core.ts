@@ -109,18 +109,12 @@ const CUT_AFTER_CANCEL_MS = 500
 
 const ReadyDescription = 'Readiness for a load balancer: 200 while the gateway serves (servers that are down are listed, status `degraded`); 503 while it drains for shutdown or while a server marked `required` is down. Servers disabled in the config are listed as `disabled` and never make the gateway unready. With a shared Redis (`gateway.redis`), `redis.status` says whether it is reachable; a Redis that is down degrades the gateway (200, `degraded`) and never makes it unready, since calls that need no shared state are still served.'
 
-/** `/ready`'s `redis`, present when the gateway shares its state through Redis. */
-const RedisReadiness = Type.Object({
-  redis: Type.Optional(Type.Object({
-    status: Type.Union([Type.Literal('up'), Type.Literal('down')], { description: '`down`: Redis is unreachable; the gateway still serves (`degraded`) and reconnects' })
-  }, { description: 'The shared Redis (`gateway.redis`), when there is one' }))
-})
-
 /** The documented examples of `/ready` and `/ready/{server}`, one per state a probe can meet. */
 const READY_EXAMPLES = {
   serving: {
     ready: { summary: 'Every enabled server up', value: { status: 'ready', servers: [{ name: 'files', state: 'up', tools: 14 }, { name: 'math', state: 'up', required: true, tools: 1 }, { name: 'legacy', state: 'disabled', tools: 0 }] } },
-    degraded: { summary: 'A server down: listed, the gateway still serves', value: { status: 'degraded', servers: [{ name: 'files', state: 'down', tools: 0, error: 'the process exited with code 1', retryAfter: 4 }, { name: 'math', state: 'up', required: true, tools: 1 }] } }
+    degraded: { summary: 'A server down: listed, the gateway still serves', value: { status: 'degraded', servers: [{ name: 'files', state: 'down', tools: 0, error: 'the process exited with code 1', retryAfter: 4 }, { name: 'math', state: 'up', required: true, tools: 1 }] } },
+    redisDown: { summary: 'The shared Redis down: the gateway still serves what needs no shared state', value: { status: 'degraded', servers: [{ name: 'files', state: 'up', tools: 14 }, { name: 'math', state: 'up', required: true, tools: 1 }], redis: { status: 'down' } } }
   },
   refusing: {
     unavailable: { summary: 'A required server down', value: { status: 'unavailable', servers: [{ name: 'files', state: 'up', tools: 14 }, { name: 'math', state: 'down', required: true, tools: 0, error: 'the server failed to start; see the log' }] } },
@@ -261,8 +255,7 @@ async function core (app: FastifyInstance, options: CorePluginOptions): Promise<
   const disabledOf = (name: string): Static<typeof ServerReadyBody> => ({ name, state: 'disabled', tools: 0 })
   const disabled = (): Array<Static<typeof ServerReadyBody>> => app.disabledServers.filter(name => !registry.has(name)).map(disabledOf)
   // Under `allOf`: a response that is a bare `$ref` loses its examples in @fastify/swagger.
-  // `redis` is added here rather than in the shared `Readiness` schema: only with a cluster.
-  const Readiness = { type: 'object', allOf: [Type.Ref('Readiness'), RedisReadiness] }
+  const Readiness = { type: 'object', allOf: [Type.Ref('Readiness')] }
   const ServerReadiness = { type: 'object', allOf: [Type.Ref('ServerReadiness')] }
   app.get('/ready', {
     schema: {

@@ -55,7 +55,10 @@ export const ReadyBody = Type.Object({
     added: Type.Optional(Type.Array(Type.String())),
     changed: Type.Optional(Type.Array(Type.String())),
     removed: Type.Optional(Type.Array(Type.String()))
-  }, { description: 'The last config reload, once there was one' }))
+  }, { description: 'The last config reload, once there was one' })),
+  redis: Type.Optional(Type.Object({
+    status: Type.Union([Type.Literal('up'), Type.Literal('down')], { description: '`down`: Redis is unreachable; the gateway still serves (`degraded`) and reconnects' })
+  }, { description: 'The shared Redis (`gateway.redis`), when there is one' }))
 }, { $id: 'Readiness' })
 
 export const HealthBody = Type.Object({ status: Type.Literal('ok') })

@@ -41,6 +41,17 @@ export class RedisBroker implements Broker {
     this.#subscriber = client.duplicate({ lazyConnect: false })
     this.#subscriber.on('error', (err: Error) => { this.#onerror(err) })
     this.#subscriber.on('message', (channel: string, text: string) => { this.#dispatch(channel, text) })
+    // ioredis renews the subscriptions after a reconnection with a SUBSCRIBE whose promise
+    // nobody awaits (redis/event_handler.js, `autoResubscribe`): when the connection drops
+    // again before it is sent (Redis flapping), it rejects unhandled and Node ends the
+    // process. Every SUBSCRIBE of this connection gets a handler here; a caller awaiting its
+    // own still sees the rejection, and a lost renewal is retried at the next reconnection.
+    const subscribe = this.#subscriber.subscribe.bind(this.#subscriber) as (...args: unknown[]) => Promise<unknown>
+    this.#subscriber.subscribe = ((...args: unknown[]) => {
+      const subscribed = subscribe(...args)
+      subscribed.catch((err: Error) => { this.#onerror(err) })
+      return subscribed
+    }) as Redis['subscribe']
   }
 
   /** The Redis channel a broker channel is carried on. */

@@ -312,7 +312,7 @@ t.test('/health and /ready are described with their schemas and examples; the er
   t.equal(health.responses['200'].description, 'The process serves HTTP')
   t.same(examplesOf(health, 200), { ok: { status: 'ok' } })
   const ready = paths['/ready'].get
-  t.same(Object.keys(examplesOf(ready, 200)), ['ready', 'degraded'])
+  t.same(Object.keys(examplesOf(ready, 200)), ['ready', 'degraded', 'redisDown'])
   t.same(Object.keys(examplesOf(ready, 503)), ['unavailable', 'draining'])
   t.same(ready.responses['200'].content['application/json'].schema.allOf, [{ $ref: '#/components/schemas/Readiness' }])
   const one = paths['/ready/{server}'].get
