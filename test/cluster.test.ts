@@ -209,12 +209,18 @@ t.test('2025 sessions over three instances sharing Redis', async t => {
     })
   })
 
-  t.test('the instance running a call is SIGKILLed mid-stream: the client resumes on another, each progress event once, and the session goes on', async t => {
-    const { client } = await legacyClient(t, `${cluster.url}/slow/mcp`)
+  /**
+   * Calls `tool` with a progress token and SIGKILLs the instance running it after its second
+   * progress event (the event names it); the client resumes on another instance. Resolves
+   * with the killed PID, the progress the client saw, and how the call ended.
+   */
+  const killMidStream = async (client: LegacyClient, tool: string): Promise<{ pid: number | undefined, progress: number[], settled: { result: Awaited<ReturnType<LegacyClient['callTool']>> } | { err: Error & { code?: number } } }> => {
     const seen: Array<{ progress: number, message?: string }> = []
     let killed: Promise<number> | undefined
-    const settled = await client.callTool({ name: 'slow', arguments: { steps: 12, intervalMs: 150 } }, undefined, {
-      timeout: DEADLINE_MS,
+    const settled = await client.callTool({ name: tool, arguments: { steps: 12, intervalMs: 150 } }, undefined, {
+      // The resume waits for the killed instance's heartbeat to lapse (HEARTBEAT_TTL_MS, then
+      // a check every HEARTBEAT_MS), and a re-run takes as long as the call: a deadline, not a measure.
+      timeout: 3 * DEADLINE_MS,
       onprogress: progress => {
         seen.push(progress)
         // After the second event: kill the instance that runs the call, named in the event.
@@ -224,23 +230,39 @@ t.test('2025 sessions over three instances sharing Redis', async t => {
         killed = running === undefined ? Promise.reject(new Error(`no instance has pid ${pid}`)) : running.kill('SIGKILL').then(() => pid)
       }
     }).then(result => ({ result }), (err: Error & { code?: number }) => ({ err }))
+    return { pid: await killed, progress: seen.map(event => event.progress), settled }
+  }
 
-    const pid = await killed
-    t.ok(pid !== undefined && !alive(pid), 'the instance that ran the call was killed')
-    const progress = seen.map(event => event.progress)
-    t.ok(progress.length >= 2, 'the events before the kill arrived')
-    t.same(progress, progress.map((_value, i) => i + 1), 'each progress event exactly once, in order, none lost before the last one seen')
-    if ('result' in settled) {
-      t.match(text(settled.result), /^done in \d+$/, 'the call ended with its result')
-    } else {
+  t.test('the instance running a call is SIGKILLed mid-stream: the client resumes on another, each progress event once, and the session goes on', async t => {
+    const { client } = await legacyClient(t, `${cluster.url}/slow/mcp`)
+
+    await t.test('a tool annotated idempotent runs again on the instance the client resumed on: progress 1..N once each, then the result', async t => {
+      const { pid, progress, settled } = await killMidStream(client, 'slow')
+      t.ok(pid !== undefined && !alive(pid), 'the instance that ran the call was killed')
+      t.same(progress, Array.from({ length: 12 }, (_value, i) => i + 1), 'every progress event exactly once, in order')
+      t.ok('result' in settled, `the call ended with its result: ${'err' in settled ? settled.err.message : ''}`)
+      if ('result' in settled) {
+        const ranIn = Number(/^done in (\d+)$/.exec(text(settled.result))?.[1])
+        t.ok(ranIn > 0 && ranIn !== pid, 'run again by a surviving instance')
+      }
+    })
+
+    await t.test('a tool not annotated idempotent is not run again: the call ends with a JSON-RPC error', async t => {
+      const { pid, progress, settled } = await killMidStream(client, 'slowOnce')
+      t.ok(pid !== undefined && !alive(pid), 'the instance that ran the call was killed')
+      t.ok(progress.length >= 2, 'the events before the kill arrived')
+      t.same(progress, progress.map((_value, i) => i + 1), 'each progress event exactly once, in order, none lost before the last one seen')
+      t.ok('err' in settled, 'no result')
       // A JSON-RPC error from the gateway, not the client's own timeout (-32001) for a call never answered.
-      t.not(settled.err.code, -32001, `the call ended with a JSON-RPC error, not a timeout: ${settled.err.message}`)
-      t.ok(typeof settled.err.code === 'number', `a JSON-RPC error code: ${settled.err.message}`)
-    }
-    // The session outlives the instance: the next calls work, on the surviving ones.
+      if ('err' in settled) t.match(settled.err, { code: -32000, message: /stopped before answering/ }, 'the gateway\'s error')
+    })
+
+    // The session outlives the instances: the next calls work, on the surviving one.
+    const killed = cluster.instances.filter(instance => instance.pid === undefined).length
+    t.equal(killed, 2, 'two instances were killed')
     for (let i = 0; i < 2; i++) {
       const answer = await client.callTool({ name: 'pid', arguments: {} }, undefined, { timeout: DEADLINE_MS })
-      t.not(Number(text(answer)), pid, 'the session answers on a surviving instance')
+      t.ok(alive(Number(text(answer))), 'the session answers on a surviving instance')
     }
   })
 })

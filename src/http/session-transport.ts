@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import {
+  type AuthInfo,
   isJSONRPCRequest,
   isJSONRPCNotification,
   type JSONRPCMessage,
@@ -47,9 +48,20 @@ export interface SessionPeer {
   forward (message: JSONRPCMessage): void
   /** A server message no stream here can carry: for the instance holding the session's GET stream. */
   toStream (message: JSONRPCMessage): void
-  /** A POST's stream that a client may resume elsewhere: what it answers, and each of its events. */
-  streamOpened (streamId: string, requests: RequestId[]): void
+  /** A POST's stream that a client may resume elsewhere: the requests it answers, and each of its events. */
+  streamOpened (streamId: string, requests: JSONRPCRequest[]): void
   storeEvent (streamId: string, message: JSONRPCMessage): void
+}
+
+/** Where the messages of requests in flight go: the POST that carried them, or a re-run's stream. */
+interface Exchange {
+  /** The HTTP request that brought the requests: its id and the client's address, for the pipeline's audit. */
+  readonly origin: { requestId: string, ip: string }
+  /** A message the server relates to one of the requests; false when the exchange cannot carry it. */
+  stream (message: JSONRPCMessage): boolean
+  answer (id: RequestId, message: JSONRPCMessage): void
+  /** A filter refused one of the requests (a rate limit). */
+  refuse (err: GatewayError): void
 }
 
 /**
@@ -60,13 +72,14 @@ export interface SessionPeer {
  * a client whose stream broke, or was closed on purpose (`ctx.http.closeSSE()`, SEP-1699
  * polling), can resume with `GET` and `Last-Event-ID` and get the rest, answers included.
  */
-class PostExchange {
+class PostExchange implements Exchange {
   readonly streamId: string
   readonly #transport: SessionTransport
   readonly #request: FastifyRequest
   readonly #reply: FastifyReply
   readonly #batch: boolean
   readonly #priming: boolean
+  readonly #requests: JSONRPCRequest[]
   readonly #order: RequestId[]
   readonly #pending: Set<RequestId>
   readonly #answers = new Map<RequestId, JSONRPCMessage>()
@@ -82,15 +95,16 @@ class PostExchange {
   readonly finished: Promise<void>
   #finish!: () => void
 
-  constructor (transport: SessionTransport, streamId: string, request: FastifyRequest, reply: FastifyReply, ids: RequestId[], batch: boolean, priming: boolean) {
+  constructor (transport: SessionTransport, streamId: string, request: FastifyRequest, reply: FastifyReply, requests: JSONRPCRequest[], batch: boolean, priming: boolean) {
     this.streamId = streamId
     this.#transport = transport
     this.#request = request
     this.#reply = reply
     this.#batch = batch
     this.#priming = priming
-    this.#order = ids
-    this.#pending = new Set(ids)
+    this.#requests = requests
+    this.#order = requests.map(message => message.id)
+    this.#pending = new Set(this.#order)
     this.finished = new Promise(resolve => { this.#finish = resolve })
     reply.raw.once('close', () => {
       this.#finish()
@@ -194,7 +208,7 @@ class PostExchange {
     // With other instances, the stream is described in the shared store and its events kept
     // there (the priming event `<stream>:0` is not: the store numbers from 1, as here).
     if (this.#priming) {
-      this.#transport.peer?.streamOpened(this.streamId, this.#order)
+      this.#transport.peer?.streamOpened(this.streamId, this.#requests)
       this.#write(`id: ${this.#nextEventId()}\nretry: ${RETRY_MS}\ndata: \n\n`)
     }
   }
@@ -212,6 +226,34 @@ class PostExchange {
   #nextEventId (): string {
     return `${this.streamId}:${this.#events.length}`
   }
+}
+
+/**
+ * A request of a POST stream run again here after the instance that ran it died
+ * (`SessionTransport.rerun`): its messages, the answer included, go to `send`, which stores
+ * them as the stream's next events; whoever follows the stream (resuming GETs, on any
+ * instance) carries them to the client.
+ */
+class RerunExchange implements Exchange {
+  readonly origin: { requestId: string, ip: string }
+  readonly #send: (message: JSONRPCMessage) => void
+
+  constructor (origin: { requestId: string, ip: string }, send: (message: JSONRPCMessage) => void) {
+    this.origin = origin
+    this.#send = send
+  }
+
+  stream (message: JSONRPCMessage): boolean {
+    this.#send(message)
+    return true
+  }
+
+  answer (_id: RequestId, message: JSONRPCMessage): void {
+    this.#send(message)
+  }
+
+  // A refusal's HTTP status has no response to go on: the client sees the JSON-RPC error alone.
+  refuse (): void {}
 }
 
 /**
@@ -243,7 +285,7 @@ export class SessionTransport implements Transport {
   onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void
   readonly #jsonResponse: boolean
   readonly #maxStreamLifetimeMs: number
-  readonly #exchanges = new Map<RequestId, PostExchange>()
+  readonly #exchanges = new Map<RequestId, Exchange>()
   /** Streamed exchanges a client may still resume, by stream id. */
   readonly #streams = new Map<string, PostExchange>()
   #nextStream = 1
@@ -301,7 +343,7 @@ export class SessionTransport implements Transport {
     const priming = !this.#jsonResponse && typeof version === 'string' && version >= '2025-11-25'
     let exchange: PostExchange | undefined
     if (requests.length > 0) {
-      exchange = new PostExchange(this, `${this.peer?.prefix ?? ''}${this.#nextStream++}`, request, reply, requests.map(message => message.id), Array.isArray(body), priming)
+      exchange = new PostExchange(this, `${this.peer?.prefix ?? ''}${this.#nextStream++}`, request, reply, requests, Array.isArray(body), priming)
     }
     for (const message of requests) this.#exchanges.set(message.id, exchange as PostExchange)
     const authInfo = request.identity
@@ -377,6 +419,24 @@ export class SessionTransport implements Transport {
   /** Feeds the server a notification of the gateway's own. */
   notify (method: string): void {
     this.onmessage?.({ jsonrpc: '2.0', method } as JSONRPCMessage)
+  }
+
+  /**
+   * Runs a request of a POST stream again, as its client sent it (the instance that ran it
+   * died; `SharedSessions.resume` decides it is safe), with the caller's identity, so it
+   * passes the pipeline like any call. Its messages go to `send`, the answer last. False
+   * when a request with its id is in flight here already (an earlier resume re-ran it).
+   */
+  rerun (message: JSONRPCRequest, options: { authInfo?: AuthInfo, origin: { requestId: string, ip: string }, send: (message: JSONRPCMessage) => void }): boolean {
+    if (this.#closed || this.#exchanges.has(message.id)) return false
+    this.#exchanges.set(message.id, new RerunExchange(options.origin, options.send))
+    this.onmessage?.(message, options.authInfo === undefined ? undefined : { authInfo: options.authInfo })
+    return true
+  }
+
+  /** Whether a request with this id is in flight here. */
+  running (id: RequestId): boolean {
+    return this.#exchanges.has(id)
   }
 
   /**
@@ -507,9 +567,9 @@ export class SessionTransport implements Transport {
     }
   }
 
-  /** Streams `message` on the most recent POST still waiting for answers; false when none is. */
+  /** Streams `message` on the most recent exchange still waiting for answers; false when none is. */
   #streamOnAnyExchange (message: JSONRPCMessage): boolean {
-    let latest: PostExchange | undefined
+    let latest: Exchange | undefined
     for (const exchange of this.#exchanges.values()) latest = exchange
     return latest?.stream(message) ?? false
   }

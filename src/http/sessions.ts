@@ -13,7 +13,7 @@ import { callerKey } from '../mcp/input-rounds.js'
 import { carryOrigin, interceptHandlers } from '../mcp/handlers.js'
 import type { CallPipeline } from '../pipeline/pipeline.js'
 import { SessionTransport } from './session-transport.js'
-import type { Refusal, SessionSignal, SharedSessions } from './shared-sessions.js'
+import type { Refusal, Replica, SessionSignal, SharedSessions } from './shared-sessions.js'
 import { acceptsJsonAndSse, isSupportedLegacyVersion, rejectJsonRpc } from './sse.js'
 
 export interface SessionOptions {
@@ -152,7 +152,7 @@ export class SessionTable {
         if (typeof lastEventId === 'string') {
           const resumed = transport.resume(lastEventId, request, reply)
           if (resumed !== false) await resumed
-          else if (this.#shared === undefined || !(await this.#resumeElsewhere(this.#shared, sessionId, lastEventId, request, reply))) {
+          else if (this.#shared === undefined || !(await this.#resumeElsewhere(this.#shared, sessionId, transport, lastEventId, request, reply))) {
             if (!reply.sent) rejectJsonRpc(reply, 400, JsonRpcCode.ServerError, `Bad Request: no stream to resume after event '${lastEventId}'`)
           }
           return
@@ -357,10 +357,25 @@ export class SessionTable {
     }
   }
 
-  /** A GET with `Last-Event-ID` for a stream this instance does not hold; false when no instance does. */
-  async #resumeElsewhere (shared: SharedSessions, id: string, lastEventId: string, request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
+  /**
+   * A GET with `Last-Event-ID` for a stream this instance does not hold; false when no
+   * instance does. A request of the stream whose instance died may run again on this
+   * replica, as the caller of this GET (the session's own: `handle` checked), through the
+   * pipeline like any call.
+   */
+  async #resumeElsewhere (shared: SharedSessions, id: string, transport: SessionTransport, lastEventId: string, request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
+    const log = this.#options.log
+    const replica: Replica = {
+      tools: () => this.#connection.tools(),
+      running: requestId => transport.running(requestId),
+      rerun: (message, send) => {
+        const started = transport.rerun(message, { ...(request.identity !== undefined && { authInfo: request.identity }), origin: { requestId: request.id, ip: request.ip }, send })
+        if (started) log.info({ sessionId: id, requestId: message.id, method: message.method }, 'mcp request run again: the instance running it stopped')
+        return started
+      }
+    }
     try {
-      return await shared.resume(id, lastEventId, request, reply)
+      return await shared.resume(id, lastEventId, request, reply, replica)
     } catch (err) {
       if (reply.sent) reply.raw.end()
       else shared.unavailable(reply, err)

@@ -4,7 +4,7 @@
 // from another instance needs: following a stream's new events as they are stored, and
 // what the stream answers (its session, the instance running its requests, their ids).
 // A memory and a Redis implementation (`redis-event-store.ts`), one contract test suite.
-import type { EventId, EventStore, JSONRPCMessage, RequestId, StreamId } from '@modelcontextprotocol/server'
+import type { EventId, EventStore, JSONRPCMessage, JSONRPCRequest, RequestId, StreamId } from '@modelcontextprotocol/server'
 import type { Broker, BrokerMessage } from './broker.js'
 
 /** What a stream carries the answers of. */
@@ -15,6 +15,13 @@ export interface StreamInfo {
   owner: string
   /** The ids of the requests whose answers end the stream. */
   requests: RequestId[]
+  /**
+   * The stream's requests as the client sent them, so that an instance resuming the stream
+   * after its owner died can run an idempotent tool call again. Only those small enough to
+   * store (`MAX_STORED_REQUEST_BYTES` of JSON each, in `shared-sessions.ts`); absent or
+   * partial otherwise, and a request not here is never re-run.
+   */
+  messages?: JSONRPCRequest[]
 }
 
 export interface StreamEventStoreOptions {

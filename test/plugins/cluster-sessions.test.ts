@@ -1,9 +1,14 @@
 import t, { type Test } from 'tap'
+import { McpServer, type ServerOptions } from '@modelcontextprotocol/server'
+import * as z from 'zod'
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import type { GatewayOptions } from '../../src/app.js'
+import type { CallContext } from '../../src/connections/connection.js'
+import type { CallFilter } from '../../src/pipeline/pipeline.js'
 import { makeCluster, memoryCluster, memoryClusterParts, type Cluster } from '../../src/stores/cluster.js'
+import { MAX_STORED_REQUEST_BYTES } from '../../src/http/shared-sessions.js'
 import { listen, listenAs, mcpHeaders } from '../helper.js'
 import { createAskingServer, createProgressServer } from '../fixtures/servers.js'
 import { createConformanceServer } from '../fixtures/conformance/server.js'
@@ -218,4 +223,176 @@ t.test('closing the gateways leaves no broker subscription behind', async t => {
   await mcp.close()
   for (const app of apps) await app.close()
   t.equal(shared.broker.channelCount, 0)
+})
+
+/**
+ * `steps` (annotated idempotent) and `once` (not): progress 1..3, then the answer naming the
+ * instance. On the instance that `stalls`, a call stops after progress 2 and waits to be
+ * cancelled: the call its instance's death cut short.
+ */
+function stepsServer (instance: string, stalls: boolean): (options: ServerOptions) => McpServer {
+  return options => {
+    const server = new McpServer({ name: 'steps', version: '1.0.0' }, options)
+    const run = async (ctx: { mcpReq: { _meta?: { progressToken?: string | number }, signal: AbortSignal, notify: McpServer['server']['notification'] } }): Promise<{ content: Array<{ type: 'text', text: string }> }> => {
+      const progressToken = ctx.mcpReq._meta?.progressToken
+      for (let progress = 1; progress <= 3 && progressToken !== undefined; progress++) {
+        if (stalls && progress === 3) await new Promise(resolve => ctx.mcpReq.signal.addEventListener('abort', resolve, { once: true }))
+        if (ctx.mcpReq.signal.aborted) break
+        await ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, progress, total: 3 } })
+      }
+      return { content: [{ type: 'text', text: `done on ${instance}` }] }
+    }
+    server.registerTool('steps', { description: 'Idempotent steps', inputSchema: z.object({ pad: z.string().optional() }), annotations: { idempotentHint: true } }, async (_args, ctx) => await run(ctx))
+    server.registerTool('once', { description: 'Steps that must not run twice', annotations: { idempotentHint: false } }, async ctx => await run(ctx))
+    return server
+  }
+}
+
+/** An SSE response's frames as they come: `next()` resolves with the next one's id and message, or undefined at its end. */
+function sseFrames (res: Response): { next: () => Promise<{ id?: string, message?: any } | undefined> } {
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+  const decoder = new TextDecoder()
+  let buffered = ''
+  const next = async (): Promise<{ id?: string, message?: any } | undefined> => {
+    for (;;) {
+      const end = buffered.indexOf('\n\n')
+      if (end !== -1) {
+        const frame = buffered.slice(0, end)
+        buffered = buffered.slice(end + 2)
+        const id = /^id: (.+)$/m.exec(frame)?.[1]
+        const data = /^data: (.+)$/m.exec(frame)?.[1]
+        // A keep-alive comment carries neither.
+        if (id !== undefined || data !== undefined) return { ...(id !== undefined && { id }), ...(data !== undefined && { message: JSON.parse(data) }) }
+        continue
+      }
+      const { value, done } = await reader.read()
+      if (done) return undefined
+      buffered += decoder.decode(value, { stream: true })
+    }
+  }
+  return { next }
+}
+
+/** Every frame left on an SSE response, to its end. */
+async function rest (frames: ReturnType<typeof sseFrames>): Promise<Array<{ id?: string, message?: any }>> {
+  const all: Array<{ id?: string, message?: any }> = []
+  for (let frame = await frames.next(); frame !== undefined; frame = await frames.next()) all.push(frame)
+  return all
+}
+
+/**
+ * Instance A and instance B on one memory cluster, A able to die as a SIGKILLed process does:
+ * once `kill()`ed, nothing it does reaches the shared state (no event, no description, no
+ * heartbeat, no broker message) and its heartbeat has lapsed. Its process (here, its
+ * gateway) still runs its calls, as a dead instance's would be gone: nobody sees them.
+ * B records each call its pipeline passes.
+ */
+async function dyingOwner (t: Test): Promise<{ a: string, b: string, kill: () => Promise<void>, calls: CallContext[] }> {
+  const shared = memoryClusterParts()
+  let dead = false
+  const mute = <T extends object>(part: T, writes: string[]): T => new Proxy(part, {
+    get (target, key) {
+      const value = Reflect.get(target, key, target) as unknown
+      if (typeof value !== 'function') return value
+      if (!writes.includes(String(key))) return value.bind(target)
+      return (...args: unknown[]) => dead ? (key === 'publish' ? undefined : Promise.resolve(undefined)) : value.apply(target, args)
+    }
+  })
+  const owner = makeCluster({
+    sessions: mute(shared.sessions, ['create', 'update', 'touch', 'delete', 'beat']),
+    events: mute(shared.events, ['storeEvent', 'describe']),
+    broker: mute(shared.broker, ['publish']),
+    requestStateKey: shared.requestStateKey,
+    available: () => true
+  })
+  const other = memoryCluster({ shared })
+  t.teardown(async () => { await owner.close(); await other.close() })
+  const calls: CallContext[] = []
+  const recorder: CallFilter = { name: 'recorder', observe: call => { if (call.method === 'tools/call') calls.push(call) } }
+  // A's stalled call is cancelled at once when the test ends.
+  const a = await listenAs(t, { servers: [{ name: 'steps', factory: stepsServer('a', true) }], cluster: owner, drainTimeoutMs: 0 })
+  const b = await listenAs(t, { servers: [{ name: 'steps', factory: stepsServer('b', false) }], cluster: other, filters: [recorder] })
+  return {
+    a: a.base,
+    b: b.base,
+    calls,
+    kill: async () => {
+      dead = true
+      await shared.sessions.beat(owner.instanceId, 0)
+    }
+  }
+}
+
+const ada = { 'x-test-identity': JSON.stringify({ token: 't', clientId: 'ada', scopes: [] }) }
+
+/** A session opened on `base` by ada; the headers each of its requests carries. */
+async function adaSession (base: string): Promise<Record<string, string>> {
+  const init = await initialize(base, '/steps/mcp', '2025-11-25', ada)
+  const headers = { ...mcpHeaders, ...ada, 'mcp-session-id': init.headers.get('mcp-session-id') as string, 'mcp-protocol-version': '2025-11-25' }
+  await init.body?.cancel()
+  const ack = await fetch(`${base}/steps/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })
+  await ack.body?.cancel()
+  return headers
+}
+
+/** Calls `name` on `base` with a progress token, reads its stream up to progress 2, then breaks it; resolves with that event's id. */
+async function callUntilProgress2 (base: string, headers: Record<string, string>, id: number, name: string, args: Record<string, unknown> = {}): Promise<string> {
+  const controller = new AbortController()
+  const res = await fetch(`${base}/steps/mcp`, {
+    method: 'POST', headers, signal: controller.signal, body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args, _meta: { progressToken: `p${id}` } } })
+  })
+  const frames = sseFrames(res)
+  for (let frame = await frames.next(); frame !== undefined; frame = await frames.next()) {
+    if (frame.message?.params?.progress === 2) {
+      controller.abort()
+      return frame.id as string
+    }
+  }
+  throw new Error('the stream ended before progress 2')
+}
+
+t.test('the instance running an idempotent tool call dies: the resume on the other runs it again, each progress once, then the result', async t => {
+  const { a, b, kill, calls } = await dyingOwner(t)
+  const headers = await adaSession(a)
+  const lastEventId = await callUntilProgress2(a, headers, 5, 'steps')
+  await kill()
+
+  const resumed = await fetch(`${b}/steps/mcp`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': lastEventId } })
+  t.equal(resumed.status, 200)
+  const frames = await rest(sseFrames(resumed))
+  const stream = lastEventId.split(':')[0]
+  t.same(frames.map(frame => frame.message?.params?.progress ?? frame.message?.result?.content?.[0]?.text), [3, 'done on b'], 'progress 3 and the result: 1 and 2, which the client had, are not sent again')
+  t.same(frames.map(frame => frame.id), [`${stream}:3`, `${stream}:4`], 'numbered on from the client\'s last event')
+  t.match(frames[1]?.message, { jsonrpc: '2.0', id: 5, result: {} })
+  t.match(calls, [{ name: 'steps', identity: { clientId: 'ada' } }], 'the run passed B\'s call pipeline once, as the session\'s caller')
+
+  // Broken again before the result: the stored events resume it, on the instance that re-ran it.
+  const again = await fetch(`${b}/steps/mcp`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': `${stream}:3` } })
+  t.same((await rest(sseFrames(again))).map(frame => [frame.id, frame.message?.result?.content?.[0]?.text]), [[`${stream}:4`, 'done on b']], 'a second resume gets the stored result')
+  t.equal(calls.length, 1, 'without running it a third time')
+
+  const next = await fetch(`${b}/steps/mcp`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'steps', arguments: {} } }) })
+  t.match(await next.json(), { id: 6, result: { content: [{ text: 'done on b' }] } }, 'and the session goes on')
+})
+
+t.test('the instance running a call of a tool not marked idempotent dies: the resume answers it with an error, and does not run it', async t => {
+  const { a, b, kill, calls } = await dyingOwner(t)
+  const headers = await adaSession(a)
+  const lastEventId = await callUntilProgress2(a, headers, 5, 'once')
+  await kill()
+  const resumed = await fetch(`${b}/steps/mcp`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': lastEventId } })
+  const frames = await rest(sseFrames(resumed))
+  t.match(frames, [{ message: { id: 5, error: { message: 'The gateway instance running this request stopped before answering' } } }])
+  t.equal(frames.length, 1)
+  t.same(calls, [], 'not run again')
+})
+
+t.test('a request too big to keep with its stream is not run again, idempotent or not', async t => {
+  const { a, b, kill, calls } = await dyingOwner(t)
+  const headers = await adaSession(a)
+  const lastEventId = await callUntilProgress2(a, headers, 5, 'steps', { pad: 'x'.repeat(MAX_STORED_REQUEST_BYTES) })
+  await kill()
+  const resumed = await fetch(`${b}/steps/mcp`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': lastEventId } })
+  t.match(await rest(sseFrames(resumed)), [{ message: { id: 5, error: { message: /stopped before answering/ } } }])
+  t.same(calls, [])
 })

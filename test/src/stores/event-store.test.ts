@@ -178,7 +178,7 @@ function eventContract (name: string, instances: Instances): void {
   t.test(`${name}: describe and info`, async t => {
     const { a, b } = await instances(t)
     t.equal(await b.info('s'), undefined, 'a stream not described has no info')
-    const info = { session: 'sess-1', owner: 'instance-a', requests: [1, 'two'] }
+    const info = { session: 'sess-1', owner: 'instance-a', requests: [1, 'two'], messages: [{ jsonrpc: '2.0' as const, id: 1, method: 'tools/call', params: { name: 'slow', arguments: { steps: [] }, _meta: { progressToken: 1 } } }] }
     await a.describe('s', info)
     t.same(await b.info('s'), info)
     t.equal(await b.getStreamIdForEventId('s:0'), 's', 'a described stream is known before its first event')
