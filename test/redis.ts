@@ -1,8 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { Redis } from 'ioredis'
 import type { Test } from 'tap'
 
 // A real redis-server for a test: Debian's (scripts/ensure-redis.sh installs it), started on
@@ -75,4 +78,26 @@ export async function startRedis (t: Test): Promise<RedisServer> {
     rmSync(dir, { recursive: true, force: true })
   })
   return { url: `redis://127.0.0.1:${port}`, port, get pid () { return child?.pid }, stop, start }
+}
+
+/** A client as the redis plugin makes one: commands are refused at once while Redis is down, and it reconnects fast; quit at the test's end. */
+export async function connectRedis (t: Test, url: string): Promise<Redis> {
+  const client = new Redis(url, { enableOfflineQueue: false, retryStrategy: times => Math.min(times * 20, 200) })
+  // A test may stop Redis on purpose: the refused reconnections are expected, and ioredis would print them.
+  client.on('error', () => {})
+  t.teardown(async () => {
+    await client.quit().catch(() => {})
+    client.disconnect()
+  })
+  await once(client, 'ready')
+  return client
+}
+
+/** Polls `check` until it holds (Redis gone or back, a key expired); fails after `ms`, which only a broken gateway reaches. */
+export async function eventually (check: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`)
+    await delay(10)
+  }
 }

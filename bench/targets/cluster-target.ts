@@ -12,13 +12,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { nginxConfig } from '../../test/cluster.js'
+import { freePort } from '../../test/redis.js'
 import { serve } from './lifecycle.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -27,17 +27,6 @@ const COMMAND = join(HERE, '..', '..', 'src', 'server.js')
 const NGINX = process.env.NGINX ?? '/usr/sbin/nginx'
 const REDIS = process.env.REDIS_SERVER ?? 'redis-server'
 const READY_MS = 20_000
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
-    })
-  })
-}
 
 /** Resolves once `url` answers 200; rejects if `child` exits first or the deadline passes. */
 async function ready (url: string, child: ChildProcess, what: string): Promise<void> {

@@ -1,10 +1,8 @@
 import t, { type Test } from 'tap'
-import { once } from 'node:events'
-import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { MemoryBroker, type Broker, type BrokerMessage } from '../../../src/stores/broker.js'
 import { RedisBroker } from '../../../src/stores/redis-broker.js'
-import { startRedis } from '../../redis.js'
+import { connectRedis as connect, eventually, startRedis } from '../../redis.js'
 
 // The broker's contract, one suite run against the memory broker (two gateways in one
 // process share it) and the Redis one (two instances, each with its own client): a message
@@ -12,28 +10,6 @@ import { startRedis } from '../../redis.js'
 // in order, and nobody else; then what only Redis can do wrong: be down, and come back.
 
 const PREFIX = 'gw-test:'
-
-/** A client as the redis plugin makes one: commands are refused at once while Redis is down, and it reconnects fast. */
-async function connect (t: Test, url: string): Promise<Redis> {
-  const client = new Redis(url, { enableOfflineQueue: false, retryStrategy: times => Math.min(times * 20, 200) })
-  // A test stops Redis on purpose: the refused reconnections are expected, and ioredis would print them.
-  client.on('error', () => {})
-  t.teardown(async () => {
-    await client.quit().catch(() => {})
-    client.disconnect()
-  })
-  await once(client, 'ready')
-  return client
-}
-
-/** Polls `check` until it holds; fails the test after `ms`. */
-async function eventually (check: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`)
-    await delay(10)
-  }
-}
 
 /** What a listener got, and a way to wait until it got `count`. */
 function inbox (): { messages: BrokerMessage[], listener: (message: BrokerMessage) => void, until: (count: number) => Promise<void> } {

@@ -1,11 +1,10 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import type { ServerEvent } from '@modelcontextprotocol/server'
 import { memoryCluster, memoryClusterParts, type Cluster } from '../../../src/stores/cluster.js'
 import { DEFAULT_PREFIX, redisCluster } from '../../../src/stores/redis-cluster.js'
-import { startRedis } from '../../redis.js'
+import { eventually, startRedis } from '../../redis.js'
 
 // Two instances of a cluster, in memory (two gateways sharing parts) and over Redis: the
 // `subscriptions/listen` bus carries an event to the other instance once, and to the
@@ -30,15 +29,6 @@ async function connect (t: Test, url: string): Promise<Redis> {
   const redis = client(t, url)
   await once(redis, 'ready')
   return redis
-}
-
-/** Polls `check` until it holds; fails the test after `ms`. */
-async function eventually (check: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`)
-    await delay(10)
-  }
 }
 
 const updated = (uri: string): ServerEvent => ({ kind: 'resource_updated', uri })

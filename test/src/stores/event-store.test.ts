@@ -1,13 +1,11 @@
 import t, { type Test } from 'tap'
-import { once } from 'node:events'
-import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import type { EventId, JSONRPCMessage } from '@modelcontextprotocol/server'
 import { MemoryBroker } from '../../../src/stores/broker.js'
 import { MemoryEventStore, parseEventId, type StreamEventStore, type StreamEventStoreOptions } from '../../../src/stores/event-store.js'
 import { RedisBroker } from '../../../src/stores/redis-broker.js'
 import { RedisEventStore } from '../../../src/stores/redis-event-store.js'
-import { startRedis } from '../../redis.js'
+import { connectRedis as connect, eventually, startRedis } from '../../redis.js'
 
 // The event store's contract, one suite run against the memory store and the Redis one (two
 // instances, each with its own client and broker): events of a stream are numbered from 1
@@ -15,28 +13,6 @@ import { startRedis } from '../../redis.js'
 // instance in order, and are kept a bounded number and a bounded time.
 
 const PREFIX = 'gw-test:'
-
-/** A client as the redis plugin makes one: commands are refused at once while Redis is down, and it reconnects fast. */
-async function connect (t: Test, url: string): Promise<Redis> {
-  const client = new Redis(url, { enableOfflineQueue: false, retryStrategy: times => Math.min(times * 20, 200) })
-  // A test may stop Redis on purpose: the refused reconnections are expected, and ioredis would print them.
-  client.on('error', () => {})
-  t.teardown(async () => {
-    await client.quit().catch(() => {})
-    client.disconnect()
-  })
-  await once(client, 'ready')
-  return client
-}
-
-/** Polls `check` until it holds; fails the test after `ms`. */
-async function eventually (check: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`)
-    await delay(10)
-  }
-}
 
 const note = (n: number, extra: Record<string, unknown> = {}): JSONRPCMessage =>
   ({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: { n, ...extra } } })

@@ -1,10 +1,7 @@
 import t, { type Test } from 'tap'
-import { once } from 'node:events'
-import { setTimeout as delay } from 'node:timers/promises'
-import { Redis } from 'ioredis'
 import { MemorySessionStore, type SessionRecord, type SessionStore } from '../../../src/stores/session-store.js'
 import { RedisSessionStore } from '../../../src/stores/redis-session-store.js'
-import { startRedis } from '../../redis.js'
+import { connectRedis as connect, eventually, startRedis } from '../../redis.js'
 
 // The session store's contract, one suite run against the memory store and the Redis one
 // (two instances, each with its own client): what one instance stores another reads; a
@@ -15,28 +12,6 @@ import { startRedis } from '../../redis.js'
 const PREFIX = 'gw-test:'
 const LONG = 60_000
 const SHORT = 150
-
-/** A client as the redis plugin makes one: commands are refused at once while Redis is down, and it reconnects fast. */
-async function connect (t: Test, url: string): Promise<Redis> {
-  const client = new Redis(url, { enableOfflineQueue: false, retryStrategy: times => Math.min(times * 20, 200) })
-  // A test may stop Redis on purpose: the refused reconnections are expected, and ioredis would print them.
-  client.on('error', () => {})
-  t.teardown(async () => {
-    await client.quit().catch(() => {})
-    client.disconnect()
-  })
-  await once(client, 'ready')
-  return client
-}
-
-/** Polls `check` until it holds; fails the test after `ms`. */
-async function eventually (check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`)
-    await delay(10)
-  }
-}
 
 function record (id: string, fields: Partial<SessionRecord> = {}): SessionRecord {
   return {
