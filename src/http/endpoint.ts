@@ -2,7 +2,11 @@ import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import {
   classifyInboundRequest,
   createMcpHandler,
+  isJSONRPCRequest,
   McpServer,
+  PROTOCOL_VERSION_META_KEY,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  type InboundClassificationOutcome,
   type JSONRPCNotification,
   type JSONRPCRequest,
   type McpHttpHandler,
@@ -173,10 +177,11 @@ export class StreamableHttpEndpoint {
   async handle (request: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (Array.isArray(request.body) && this.#rejectBatch(request.body.length, request, reply)) return
     const headers = request.headers
-    const route = classifyInboundRequest({
+    const version = headers['mcp-protocol-version']
+    const route = classifyPlainLegacyRequest(request.method, request.body, version) ?? classifyInboundRequest({
       httpMethod: request.method,
       body: request.body,
-      ...(typeof headers['mcp-protocol-version'] === 'string' && { protocolVersionHeader: headers['mcp-protocol-version'] }),
+      ...(typeof version === 'string' && { protocolVersionHeader: version }),
       ...(typeof headers['mcp-method'] === 'string' && { mcpMethodHeader: headers['mcp-method'] }),
       ...(typeof headers['mcp-name'] === 'string' && { mcpNameHeader: headers['mcp-name'] })
     })
@@ -301,6 +306,28 @@ export class StreamableHttpEndpoint {
     this.#pools = { legacy: [], modern: [] }
     await Promise.allSettled(pooled.map(s => s.close()))
   }
+}
+
+/** The 2025-era revisions, each exactly as a header names it (no surrounding whitespace to strip). */
+const LEGACY_REVISIONS: ReadonlySet<unknown> = new Set(SUPPORTED_PROTOCOL_VERSIONS.filter(version => version < '2026-07-28'))
+
+/**
+ * `classifyInboundRequest`'s answer for the commonest 2025-era request, without its cost:
+ * a POST of one JSON-RPC request (not `initialize`) with no `_meta` envelope claim, and no
+ * `MCP-Protocol-Version` header or a 2025-era one. Anything else is undefined, for the SDK.
+ *
+ * The SDK first tries the body as a JSON-RPC result and as an error response, and each
+ * failing zod parse costs microseconds and kilobytes per request, more than the rest of
+ * the classification. Its message schemas are strict, so a body that passes
+ * `isJSONRPCRequest` (which the SDK asks next) is neither; what is left of its rules for
+ * such a body with no envelope claim and no modern header is `legacy`/`no-claim`.
+ */
+function classifyPlainLegacyRequest (httpMethod: string, body: unknown, version: string | string[] | undefined): InboundClassificationOutcome | undefined {
+  if (httpMethod !== 'POST' || (version !== undefined && !LEGACY_REVISIONS.has(version))) return undefined
+  if (body === null || typeof body !== 'object' || Array.isArray(body) || !isJSONRPCRequest(body) || body.method === 'initialize') return undefined
+  const meta = body.params?._meta
+  if (meta !== null && typeof meta === 'object' && !Array.isArray(meta) && PROTOCOL_VERSION_META_KEY in meta) return undefined
+  return version === undefined ? { kind: 'legacy', reason: 'no-claim' } : { kind: 'legacy', reason: 'no-claim', requestedVersion: version as string }
 }
 
 /**

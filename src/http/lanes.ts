@@ -108,7 +108,9 @@ export class Lanes {
       return this.#lane(revision, 'modern')
     }
     if (route.kind !== 'legacy' || !this.#options.stateless || request.method !== 'POST') return undefined
-    if (!isJSONRPCRequest(request.body) || !SHARED_LANE_METHODS.has(request.body.method)) return undefined
+    // `no-claim` is the classifier's answer for a body that passed `isJSONRPCRequest` already.
+    const body = request.body as JSONRPCRequest
+    if ((route.reason !== 'no-claim' && !isJSONRPCRequest(body)) || !SHARED_LANE_METHODS.has(body.method)) return undefined
     if (!isSupportedLegacyVersion(version)) return undefined
     return this.#lane('legacy', 'legacy')
   }
