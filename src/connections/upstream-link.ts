@@ -275,6 +275,7 @@ function upstreamTransport (spec: UpstreamTransport, onStderr: (line: StderrLine
       ...(spec.cwd !== undefined && { cwd: spec.cwd }),
       stderr: 'pipe'
     })
+    readResultsDirectly(transport)
     // The child's stderr is its log: each line goes to the gateway's, under the server's name.
     const stderr = transport.stderr as Readable | null
     return { transport, ...(stderr !== null && { stderrEnded: readLines(stderr, onStderr) }) }
@@ -356,17 +357,67 @@ function coalesceWrites (transport: StdioClientTransport): void {
   if (stdin === undefined || stdin === null) return
   const send = transport.send.bind(transport)
   let corked = false
-  transport.send = async message => {
+  const uncork = (): void => {
+    corked = false
+    stdin.uncork()
+  }
+  transport.send = message => {
     if (!corked) {
       corked = true
       stdin.cork()
-      setImmediate(() => {
-        corked = false
-        stdin.uncork()
-      })
+      setImmediate(uncork)
     }
-    await send(message)
+    return send(message)
   }
+}
+
+/**
+ * Hands a plain successful answer from a child to the client as `JSON.parse` made it. The
+ * SDK's stdio transport runs every line through the zod union of all JSON-RPC messages, which
+ * copies every object it matches: the largest allocation of a proxied call, for an answer
+ * that the client checks again (`isJSONRPCResultResponse`) and the relay server validates
+ * against the method's result schema anyway. Only a line the union would return unchanged
+ * takes this path: exactly `jsonrpc: "2.0"`, an integer or string `id` and an object
+ * `result` without `_meta` (whose `serverInfo` the schema may drop); requests,
+ * notifications, errors and anything unusual go through the SDK's own reader, as before.
+ *
+ * The reader is the transport's private `_readBuffer`; when that is not there (another SDK
+ * version), every line takes the SDK's path.
+ */
+function readResultsDirectly (transport: StdioClientTransport): void {
+  const reader = (transport as unknown as { _readBuffer?: { _buffer?: Buffer, readMessage?: () => JSONRPCMessage | null } })._readBuffer
+  if (typeof reader?.readMessage !== 'function' || !('_buffer' in reader)) return
+  const readMessage = reader.readMessage.bind(reader)
+  reader.readMessage = () => {
+    const pending = reader._buffer
+    if (pending === undefined) return null
+    const end = pending.indexOf(0x0a)
+    if (end === -1) return null
+    const line = pending.toString('utf8', 0, end > 0 && pending[end - 1] === 0x0d ? end - 1 : end)
+    let message: unknown
+    try {
+      message = JSON.parse(line)
+    } catch {
+      // Not JSON: the SDK's reader skips the line, as it always has.
+      return readMessage()
+    }
+    if (!isPlainResult(message)) return readMessage()
+    reader._buffer = pending.subarray(end + 1)
+    return message
+  }
+}
+
+/** A JSON-RPC result response the SDK's message schema would return as it is (see `readResultsDirectly`). */
+function isPlainResult (message: unknown): message is JSONRPCMessage {
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) return false
+  let keys = 0
+  for (const key in message) {
+    if (key !== 'jsonrpc' && key !== 'id' && key !== 'result') return false
+    keys++
+  }
+  const { jsonrpc, id, result } = message as { jsonrpc?: unknown, id?: unknown, result?: unknown }
+  return keys === 3 && jsonrpc === '2.0' && (typeof id === 'string' || Number.isSafeInteger(id)) &&
+    typeof result === 'object' && result !== null && !Array.isArray(result) && !('_meta' in result)
 }
 
 /**

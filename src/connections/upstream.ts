@@ -9,6 +9,7 @@ import {
   type LoggingLevel,
   type PriorDiscovery,
   type RequestMethod,
+  type RequestOptions,
   type ServerCapabilities,
   type Tool
 } from '@modelcontextprotocol/client'
@@ -677,18 +678,20 @@ export class UpstreamConnection implements McpConnection {
       if (options.signal?.aborted === true) throw new CallError('ABORTED', 'The call was cancelled')
       // Only a Streamable HTTP upstream reads headers; stdio has none, and the HTTP+SSE transport sends none per request.
       const http = this.#options.transport.kind === 'http'
-      const headers = {
-        ...(modern && http && method === 'tools/call' && this.#mirroredHeaders(params)),
-        ...(this.#identityHeaders !== undefined && options.authInfo !== undefined && identityHeaders(this.#identityHeaders, options.authInfo)),
-        // The HTTP request to the upstream is part of the same trace, for its own HTTP spans.
-        ...(http && traced)
-      }
-      const result = await link.client.request({ method: method as RequestMethod, ...(params !== undefined && { params }) }, PASSTHROUGH, {
-        ...(signal !== undefined && { signal }),
-        timeout: token === undefined ? timeoutMs : MAX_TIMER_MS,
-        ...(modern && INPUT_METHODS.has(method) && { allowInputRequired: true }),
-        ...(Object.keys(headers).length > 0 && { headers })
-      }) as Record<string, unknown>
+      const headers = http || this.#identityHeaders !== undefined
+        ? {
+            ...(modern && http && method === 'tools/call' && this.#mirroredHeaders(params)),
+            ...(this.#identityHeaders !== undefined && options.authInfo !== undefined && identityHeaders(this.#identityHeaders, options.authInfo)),
+            // The HTTP request to the upstream is part of the same trace, for its own HTTP spans.
+            ...(http && traced)
+          }
+        : undefined
+      // Built by assignment: this is on the path of every relayed call.
+      const requestOptions: RequestOptions = { timeout: token === undefined ? timeoutMs : MAX_TIMER_MS }
+      if (signal !== undefined) requestOptions.signal = signal
+      if (modern && INPUT_METHODS.has(method)) requestOptions.allowInputRequired = true
+      if (headers !== undefined && Object.keys(headers).length > 0) requestOptions.headers = headers
+      const result = await link.client.request(params === undefined ? { method: method as RequestMethod } : { method: method as RequestMethod, params }, PASSTHROUGH, requestOptions) as Record<string, unknown>
       // The client runs notification handlers a microtask late and settles responses at
       // once, so the upstream's last progress or log message before its answer may still be
       // queued: let it through first, or it would reach the client after the answer.

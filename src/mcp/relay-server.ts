@@ -73,20 +73,20 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
   }
 
   const relay = (method: string) => async (request: { params?: Record<string, unknown> }, ctx: ServerContext): Promise<Record<string, unknown>> => {
-    const { options, sent } = relayOptions(ctx, timeoutMs)
+    const { options, sent } = relayOptions(ctx, timeoutMs, session)
     try {
-      if (options.modern !== true) return await target.request(method, request.params, { ...options, session })
+      if (options.modern !== true) return await target.request(method, request.params, options)
       const params = modernParams(request.params, ctx)
       // A 2025-era upstream's questions during such a call reach the client as
       // `input_required` rounds (see `input-rounds.ts`).
       if (INPUT_METHODS.has(method)) return await askingRound(ctx, options, async call => await target.request(method, params, { ...call, session }), roundsOf.get(server))
-      return await target.request(method, params, { ...options, session })
+      return await target.request(method, params, options)
     } catch (err) {
       throw toJsonRpcError(err, target.name)
     } finally {
       // Notifications relayed during the request go out before its answer, as the upstream
       // sent them: after the answer the client's stream for the request may be gone.
-      await Promise.allSettled(sent)
+      if (sent.length > 0) await Promise.allSettled(sent)
     }
   }
   // The SDK types each handler by method; the relay passes params and results through as
@@ -123,8 +123,12 @@ export function relayServer (target: RelayTarget, scope: ServerScope, timeoutMs 
   return server
 }
 
-/** Maps the SDK handler context onto the relay's options: cancellation, progress, the client. */
-function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayOptions, sent: Array<Promise<void>> } {
+/**
+ * Maps the SDK handler context onto the relay's options: cancellation, progress, the client,
+ * and the session the request belongs to. Built by assignment, once per call: it is on the
+ * path of every relayed request.
+ */
+function relayOptions (ctx: ServerContext, timeoutMs: number, session: RelaySession): { options: RelayOptions & { session: RelaySession }, sent: Array<Promise<void>> } {
   const origin = requestOrigin(ctx)
   const progressToken = ctx.mcpReq._meta?.progressToken
   const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined
@@ -139,19 +143,21 @@ function relayOptions (ctx: ServerContext, timeoutMs: number): { options: RelayO
     sent.push(sending)
     return sending
   }
-  const options: RelayOptions = {
+  const options: RelayOptions & { session: RelaySession } = {
     signal: ctx.mcpReq.signal,
     timeoutMs,
-    ...(modern && { modern }),
-    ...(ctx.http?.authInfo !== undefined && { authInfo: ctx.http.authInfo }),
-    ...(origin !== undefined && { origin: { ...(origin.requestId !== undefined && { requestId: origin.requestId }), ...(origin.ip !== undefined && { ip: origin.ip }) } }),
-    ...(progressToken !== undefined && {
-      onProgress: progress => { notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {}) }
-    }),
+    session,
     downstream: {
       send: async (request) => await ctx.mcpReq.send(request as { method: RequestMethod, params?: Record<string, unknown> }) as Record<string, unknown>,
       notify
     }
+  }
+  if (modern) options.modern = true
+  const authInfo = ctx.http?.authInfo
+  if (authInfo !== undefined) options.authInfo = authInfo
+  if (origin !== undefined) options.origin = { ...(origin.requestId !== undefined && { requestId: origin.requestId }), ...(origin.ip !== undefined && { ip: origin.ip }) }
+  if (progressToken !== undefined) {
+    options.onProgress = progress => { notify({ method: 'notifications/progress', params: { ...progress, progressToken } }).catch(() => {}) }
   }
   return { options, sent }
 }
