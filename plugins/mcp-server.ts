@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import {
@@ -142,10 +142,24 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
 
   // Every request log line of this server carries its name; merged into the one child
   // logger Fastify makes per request anyway, rather than a second child per request.
-  app.setChildLoggerFactory((logger, bindings, childOptions) => logger.child({ ...bindings, mcpServer: name }, childOptions))
+  // The `{ mcpServer }` child of the parent Fastify hands in (the root logger) is made once
+  // and kept while that parent and its level stay the same: a pino child takes its level at
+  // creation, so a level set on the root later makes a new one.
+  let parent: FastifyBaseLogger | undefined
+  let parentLevel: string | undefined
+  let serverLog: FastifyBaseLogger | undefined
+  app.setChildLoggerFactory((logger, bindings, childOptions) => {
+    if (serverLog === undefined || logger !== parent || logger.level !== parentLevel) {
+      parent = logger
+      parentLevel = logger.level
+      serverLog = logger.child({ mcpServer: name })
+    }
+    return serverLog.child(bindings, childOptions)
+  })
 
+  const checkHostAndOrigin = hostAndOriginCheck(allowedHosts, allowedOrigins)
   app.addHook('onRequest', async (request) => {
-    checkHostAndOrigin(request, allowedHosts, allowedOrigins)
+    checkHostAndOrigin(request)
     if (connection.state !== 'up') throw unavailable({ server: name, state: connection.state, failure: connection.failure, retryAfter: connection.retryAfter })
   })
 
@@ -182,17 +196,51 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   rest = registerRestRoutes(app, { name, connection, pipeline: app.callPipeline, timeoutMs, bodyLimit })
 }
 
-function checkHostAndOrigin (request: FastifyRequest, allowedHosts: string[], allowedOrigins: string[]): void {
-  if (!allowedHosts.includes('*')) {
-    const host = validateHostHeader(request.headers.host, allowedHosts)
-    if (!host.ok) throw new ForbiddenHostError(host.message)
-  }
-  const origin = request.headers.origin
+/** Most distinct Host or Origin values whose verdict is kept, per mount: far beyond the names a deployment answers to. */
+const MAX_VERDICTS = 256
+/** Longest header value whose verdict is kept: a longer one (a hostile client's) is checked each time, so it cannot fill the cache with large keys. */
+const MAX_VERDICT_KEY_LENGTH = 256
+
+/**
+ * The Host/Origin check of one mount. A verdict depends on the header's value alone, and a
+ * deployment sees few distinct values, so each value's verdict (the refusal's message, or
+ * `null` to pass) is kept in a small map, emptied when full, rather than parsing a URL on
+ * every request.
+ */
+function hostAndOriginCheck (allowedHosts: string[], allowedOrigins: string[]): (request: FastifyRequest) => void {
+  const hostVerdict = allowedHosts.includes('*') ? undefined : cachedVerdict(host => refusalOf(validateHostHeader(host, allowedHosts)))
   // A whole origin is one of the CORS origins; the SDK's check compares hostnames only, so
   // none of those entries can match there.
-  if (!allowedOrigins.includes('*') && (origin === undefined || !allowedOrigins.includes(origin))) {
-    const checked = validateOriginHeader(origin, allowedOrigins)
-    if (!checked.ok) throw new ForbiddenHostError(checked.message)
+  const originVerdict = allowedOrigins.includes('*')
+    ? undefined
+    : cachedVerdict(origin => origin !== undefined && allowedOrigins.includes(origin) ? null : refusalOf(validateOriginHeader(origin, allowedOrigins)))
+  return request => {
+    if (hostVerdict !== undefined) {
+      const refusal = hostVerdict(request.headers.host)
+      if (refusal !== null) throw new ForbiddenHostError(refusal)
+    }
+    if (originVerdict !== undefined) {
+      const refusal = originVerdict(request.headers.origin)
+      if (refusal !== null) throw new ForbiddenHostError(refusal)
+    }
+  }
+}
+
+function refusalOf (verdict: { ok: true } | { ok: false, message: string }): string | null {
+  return verdict.ok ? null : verdict.message
+}
+
+function cachedVerdict (check: (value: string | undefined) => string | null): (value: string | undefined) => string | null {
+  const verdicts = new Map<string, string | null>()
+  return value => {
+    if (value === undefined || value.length > MAX_VERDICT_KEY_LENGTH) return check(value)
+    let verdict = verdicts.get(value)
+    if (verdict === undefined) {
+      verdict = check(value)
+      if (verdicts.size >= MAX_VERDICTS) verdicts.clear()
+      verdicts.set(value, verdict)
+    }
+    return verdict
   }
 }
 
