@@ -47,7 +47,10 @@ const METER_TIMEOUT_MS = 30_000
 const STOP_GRACE_MS = 3_000
 const GREETING = 'Hello, Ada!'
 
-const GOALS = { rest: 0.60, mcp: 3.0, proxy: 2.0, auth: 0.85, metrics: 0.90, p99Ms: 20, p99AtConnections: 50, p99OverBare: 2 }
+// The speed issue's targets: REST ≥ 0.60 of bare Fastify, every MCP path ≥ 4× the SDK, the
+// proxy ≥ 3× supergateway with p99 ≤ 30 ms, in-process p99 ≤ 2× bare Fastify's (all at c=50
+// for p99); an in-process p99 is also held to 20 ms outright.
+const GOALS = { rest: 0.60, mcp: 4.0, proxy: 3.0, auth: 0.85, metrics: 0.90, p99Ms: 20, p99ProxyMs: 30, p99AtConnections: 50, p99OverBare: 2 }
 // Allowed growth of the heap after a full collection over a soak.
 const SOAK_HEAP_GROWTH = 0.05
 // The slowest rate a soak is expected to run at, for the run's time bound only.
@@ -889,9 +892,12 @@ function checks (comparisons: Comparison[]): Check[] {
     out.push({ verdict: 'SKIP', text: `p99 at c=${GOALS.p99AtConnections} ≤ ${GOALS.p99Ms} ms: c=${GOALS.p99AtConnections} not measured` })
   }
   for (const run of atP99) {
+    // Several processes behind nginx (the scale-out scenario) have no p99 target of their own.
+    if (run.target.startsWith('cluster-')) continue
+    const p99Ms = run.target === 'gateway-proxy' ? GOALS.p99ProxyMs : GOALS.p99Ms
     out.push({
-      verdict: run.median.p99 <= GOALS.p99Ms ? 'PASS' : 'MISS',
-      text: `p99 at c=${run.connections}, ${run.label}: ${ms(run.median.p99)} ms (target ≤ ${GOALS.p99Ms} ms)`
+      verdict: run.median.p99 <= p99Ms ? 'PASS' : 'MISS',
+      text: `p99 at c=${run.connections}, ${run.label}: ${ms(run.median.p99)} ms (target ≤ ${p99Ms} ms)`
     })
     const bare = runs.get(`bare-rest@${run.connections}`)
     // In process only: a proxy's p99 includes its upstream's, which bare Fastify has none of.
