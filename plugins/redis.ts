@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import { Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_RETRY, MIN_REQUEST_STATE_KEY_LENGTH } from '../src/defaults.js'
+import { DEFAULT_REDIS_COMMAND_TIMEOUT_MS, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_RETRY, MIN_REQUEST_STATE_KEY_LENGTH } from '../src/defaults.js'
 import { InvalidOptionsError } from '../src/errors.js'
 import type { RetainedRedis } from '../src/http/retained.js'
 import type { Cluster } from '../src/stores/cluster.js'
@@ -115,6 +115,8 @@ function connect (app: FastifyInstance, url: string | undefined, prefix: string,
     enableOfflineQueue: false,
     // A command in flight when the connection drops is retried once after reconnecting, then rejected.
     maxRetriesPerRequest: 1,
+    // A Redis that holds the connection but does not answer fails the command, not the request's wait.
+    commandTimeout: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
     // Reconnect for as long as the gateway runs (never `null`, which would end the client).
     retryStrategy: (times: number) => Math.min(DEFAULT_REDIS_RETRY.initialMs * 2 ** Math.min(times - 1, 16), DEFAULT_REDIS_RETRY.maxMs)
   })

@@ -97,6 +97,13 @@ export const MIN_REQUEST_STATE_KEY_LENGTH = 32
  */
 export const DEFAULT_REDIS_RETRY = { initialMs: 50, maxMs: 2000 } as const
 
+/**
+ * Longest wait for one Redis command, in ms: a Redis that is up but does not answer (stopped,
+ * overloaded, a network that drops packets) keeps its connection open, so without a bound a
+ * request needing it would wait for ever; with it, the request answers 503 and the client retries.
+ */
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 2000
+
 /** Between a server's name and its tool's or prompt's on the aggregated endpoint `/mcp`. */
 export const DEFAULT_SEPARATOR = '_'
 

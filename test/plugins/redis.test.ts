@@ -11,7 +11,7 @@ import { loadConfig, parseConfig, type GatewayConfig } from '../../src/config.js
 import { reloadingGateway } from '../../src/reload.js'
 import { memoryCluster } from '../../src/stores/cluster.js'
 import { build, logCapture } from '../helper.js'
-import { freePort, startRedis } from '../redis.js'
+import { connectRedis, freePort, startRedis } from '../redis.js'
 
 // The shared Redis (plugins/redis.ts): rate limits that hold across instances, a Redis down
 // at boot or later that degrades the gateway without stopping it, the client kept across
@@ -108,6 +108,28 @@ t.test('Redis stopped while running: no crash, /ready says down and stays 200, t
   t.equal(said('redis connection lost'), 1, 'one line for the outage, however many attempts failed')
   t.equal(said('redis reconnected'), 1)
   t.equal(said('redis unreachable'), 0)
+})
+
+t.test('a Redis that keeps the connection but does not answer: a request that needs it answers 503 with Retry-After instead of waiting', async t => {
+  const redis = await startRedis(t)
+  const app = await build(t, { config: configFor(redis.url) })
+  await connected(clientOf(app))
+  // Every client's commands wait while Redis is paused; the connections stay open, as with a
+  // Redis that is stopped (SIGSTOP), overloaded or behind a network dropping packets.
+  const admin = await connectRedis(t, redis.url)
+  // Longer than the command timeout (2 s) with room to spare; it ends by itself (an UNPAUSE
+  // would wait in the pause too).
+  await admin.call('CLIENT', 'PAUSE', '6000', 'ALL')
+  const res = await app.inject({
+    method: 'POST',
+    url: '/math/mcp',
+    headers: { accept: 'application/json, text/event-stream', 'content-type': 'application/json' },
+    payload: { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'paused', version: '1' } } }
+  })
+  t.equal(res.statusCode, 503)
+  t.equal(res.headers['retry-after'], '2')
+  t.match(res.json(), { error: { data: { code: 'GW_ERR_STORE_UNAVAILABLE' } } })
+  t.equal((await add(app)).statusCode, 200, 'a REST call is still served')
 })
 
 t.test('an injected cluster is used as it is and never closed; without Redis /ready has no redis field', async t => {
