@@ -72,6 +72,14 @@ export const streamChannel = (streamId: StreamId): string => `events:${streamId}
 /** What travels on a stream's channel: the event's number and its message. */
 export interface StreamEvent extends BrokerMessage { seq: number, message: JSONRPCMessage }
 
+/** A stream's new events as its channel carries them (both stores publish there): `follow` of either. */
+export async function followStream (broker: Broker, streamId: StreamId, listener: (eventId: EventId, message: JSONRPCMessage) => void): Promise<() => void> {
+  return await broker.subscribe(streamChannel(streamId), event => {
+    const { seq, message } = event as StreamEvent
+    listener(`${streamId}:${seq}`, message)
+  })
+}
+
 interface MemoryStream {
   events: Array<{ seq: number, message: JSONRPCMessage }>
   next: number
@@ -119,10 +127,7 @@ export class MemoryEventStore implements StreamEventStore {
   }
 
   async follow (streamId: StreamId, listener: (eventId: EventId, message: JSONRPCMessage) => void): Promise<() => void> {
-    return await this.#broker.subscribe(streamChannel(streamId), event => {
-      const { seq, message } = event as StreamEvent
-      listener(`${streamId}:${seq}`, message)
-    })
+    return await followStream(this.#broker, streamId, listener)
   }
 
   async describe (streamId: StreamId, info: StreamInfo): Promise<void> {

@@ -5,7 +5,7 @@
 // event or description.
 import type { Redis } from 'ioredis'
 import type { EventId, JSONRPCMessage, StreamId } from '@modelcontextprotocol/server'
-import { parseEventId, streamChannel, type StreamEvent, type StreamEventStore, type StreamEventStoreOptions, type StreamInfo } from './event-store.js'
+import { followStream, parseEventId, streamChannel, type StreamEventStore, type StreamEventStoreOptions, type StreamInfo } from './event-store.js'
 import type { RedisBroker } from './redis-broker.js'
 
 export interface RedisEventStoreOptions extends StreamEventStoreOptions {
@@ -104,10 +104,7 @@ export class RedisEventStore implements StreamEventStore {
   }
 
   async follow (streamId: StreamId, listener: (eventId: EventId, message: JSONRPCMessage) => void): Promise<() => void> {
-    return await this.#broker.subscribe(streamChannel(streamId), event => {
-      const { seq, message } = event as StreamEvent
-      listener(`${streamId}:${seq}`, message)
-    })
+    return await followStream(this.#broker, streamId, listener)
   }
 
   async describe (streamId: StreamId, info: StreamInfo): Promise<void> {
