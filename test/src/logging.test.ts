@@ -47,5 +47,8 @@ t.test('at info: one line per completed request, the audit line for a call, all 
   t.match(call, { audit: { server: 'greet', method: 'tools/call', name: 'echoHai', way: 'rest', outcome: 'ok' } })
   t.match(lines.find(line => line.url === '/nowhere'), { method: 'GET', statusCode: 404, code: 'GW_ERR_NOT_FOUND', responseTime: Number }, 'a refusal is named on its one line')
   t.match(lines.find(line => line.statusCode === 400), { code: 'GW_ERR_INVALID_ARGUMENTS' })
-  t.equal(lines.at(-1)?.msg, 'shutting down', 'the last line before exit was written out')
+  // Written at the signal, after every request above had its answer: flushed by exit. (Not
+  // necessarily the last line: a request's line is written when its response finishes on the
+  // server, which may come a moment after the client has read the answer and sent the signal.)
+  t.ok(lines.some(line => line.msg === 'shutting down'), 'the line written at shutdown was written out before exit')
 })
