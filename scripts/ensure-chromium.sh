@@ -10,16 +10,5 @@ if [ -x "$CHROMIUM" ]; then
   echo "ensure-chromium: $CHROMIUM is installed ($("$CHROMIUM" --version 2>/dev/null || echo 'version unknown'))"
   exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "ensure-chromium: $CHROMIUM is missing and installing it needs root: run 'sudo apt-get install -y chromium' (Debian) once" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "ensure-chromium: $CHROMIUM is missing and this system has no apt-get: install Chromium so that $CHROMIUM runs it" >&2
-  exit 1
-fi
-echo "ensure-chromium: $CHROMIUM is missing; installing Debian's chromium package (apt-get update && apt-get install -y chromium)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y chromium
+bash "$(dirname "$0")/apt-install.sh" ensure-chromium chromium
 echo "ensure-chromium: installed $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
