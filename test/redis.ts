@@ -15,8 +15,7 @@ export interface RedisServer {
   /** `redis://127.0.0.1:<port>` */
   url: string
   port: number
-  readonly pid: number | undefined
-  /** Stops it (SIGTERM, then waits for its exit); `start` brings it back on the same port, empty. */
+  /** Stops it (the shell holding it sends SIGTERM) and waits for its exit; `start` brings it back on the same port, empty. */
   stop: () => Promise<void>
   start: () => Promise<void>
 }
@@ -77,7 +76,7 @@ export async function startRedis (t: Test): Promise<RedisServer> {
     await stop()
     rmSync(dir, { recursive: true, force: true })
   })
-  return { url: `redis://127.0.0.1:${port}`, port, get pid () { return child?.pid }, stop, start }
+  return { url: `redis://127.0.0.1:${port}`, port, stop, start }
 }
 
 /** A client as the redis plugin makes one: commands are refused at once while Redis is down, and it reconnects fast; quit at the test's end. */
