@@ -9,7 +9,7 @@ import { loadConfig, redisOverride, STATE_KEY_ENV, type GatewayConfig, type Redi
 import { printableConfig } from './config-print.js'
 import { commandLogging } from './logging.js'
 import { reloadingGateway, type ReloadingGateway } from './reload.js'
-import { limitConnections, serverOptions, type HttpLimits } from './http/server-options.js'
+import { limitConnections, serverOptions, tuneGarbageCollection, type HttpLimits } from './http/server-options.js'
 import { builtinServers } from '../servers/index.js'
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_SEPARATOR, GATEWAY_INFO } from './defaults.js'
 
@@ -240,6 +240,8 @@ if (certificate !== undefined) {
   }
 }
 
+// Before the gateway is built: its objects die with their requests (see the function).
+tuneGarbageCollection()
 const options = serverOptions(limits)
 // One line per completed request at `info`, written without blocking the event loop (src/logging.ts).
 const logging = commandLogging({ format: logFormat, level: process.env.LOG_LEVEL ?? 'info' })

