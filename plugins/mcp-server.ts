@@ -158,9 +158,16 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
   })
 
   const checkHostAndOrigin = hostAndOriginCheck(allowedHosts, allowedOrigins)
-  app.addHook('onRequest', async (request) => {
-    checkHostAndOrigin(request)
-    if (connection.state !== 'up') throw unavailable({ server: name, state: connection.state, failure: connection.failure, retryAfter: connection.retryAfter })
+  // A callback hook, not an async one: it runs on every request to the server.
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      checkHostAndOrigin(request)
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    if (connection.state !== 'up') done(unavailable({ server: name, state: connection.state, failure: connection.failure, retryAfter: connection.retryAfter }))
+    else done()
   })
 
   let rest: { cancelInFlight: () => void } | undefined

@@ -166,8 +166,13 @@ function cancellationOf (socket: Socket): AbortController {
 /** The calls the REST routes make, each through the pipeline with the caller's context. */
 class RestCalls {
   #options: RestOptions
-  /** The signals of tool calls in flight, with how many calls each, to cancel at shutdown. */
-  #inflight = new Map<AbortController, number>()
+  /**
+   * The signals of the client connections that called tools here, to cancel their calls at
+   * shutdown; each leaves when its connection closes. Kept per connection, not counted per
+   * call: adding and deleting a call's entry in a long-lived `Map` on every call reallocates
+   * its table now and then in the old generation, which only a full collection reclaims.
+   */
+  #signals = new Set<AbortController>()
   #target: CallTarget
 
   constructor (options: RestOptions) {
@@ -206,7 +211,10 @@ class RestCalls {
     // The client went away before the answer: cancel the call rather than finish it for
     // nobody. The signal is the client connection's (one per socket, see `cancellationOf`).
     const controller = cancellationOf(request.raw.socket)
-    this.#inflight.set(controller, (this.#inflight.get(controller) ?? 0) + 1)
+    if (!this.#signals.has(controller)) {
+      this.#signals.add(controller)
+      controller.signal.addEventListener('abort', () => { this.#signals.delete(controller) }, { once: true })
+    }
     const args = (request.body ?? {}) as Record<string, unknown>
     request.log.debug({ tool, args }, 'tool call')
     const options: { signal: AbortSignal, timeoutMs: number, authInfo?: AuthInfo } = { signal: controller.signal, timeoutMs }
@@ -234,16 +242,16 @@ class RestCalls {
         return reply
       }
       throw toHttpError(err, this.#target, tool, timeoutMs)
-    } finally {
-      const count = this.#inflight.get(controller) ?? 0
-      if (count <= 1) this.#inflight.delete(controller)
-      else this.#inflight.set(controller, count - 1)
     }
   }
 
-  /** Shutdown after the drain timeout: every tool call still in flight is cancelled and answered 503. */
+  /**
+   * Shutdown after the drain timeout: every tool call still in flight is cancelled and
+   * answered 503. A connection with no call in flight has its signal aborted too, which ends
+   * nothing: its next call would take a new one, and none is taken while draining.
+   */
   cancelInFlight (): void {
-    for (const controller of this.#inflight.keys()) controller.abort(new ShuttingDownError())
+    for (const controller of [...this.#signals]) controller.abort(new ShuttingDownError())
   }
 
   /** A prompt or resource request, or one of their lists, through the pipeline. */
@@ -336,7 +344,7 @@ function registerToolRoute (app: FastifyInstance, rest: RestCalls, tool: Tool, o
     bodyLimit: options.bodyLimit,
     validatorCompiler: toolValidatorCompiler,
     // `curl -X POST .../tools/<name>` with no body at all calls a tool with no arguments.
-    preValidation: async (request) => { request.body ??= {} },
+    preValidation: emptyBodyIsNoArguments,
     serializerCompiler: passThrough,
     schema: {
       tags: [server],
@@ -363,7 +371,17 @@ function registerToolRoute (app: FastifyInstance, rest: RestCalls, tool: Tool, o
         ])
       }
     }
-  }, async (request, reply) => await rest.callTool(tool.name, request, reply))
+    // Not `async`: the call's own promise is the answer, with no second one wrapped around it.
+  }, (request, reply) => rest.callTool(tool.name, request, reply))
+}
+
+/**
+ * A body left out is no arguments. A callback hook, not an async one: it runs on every REST
+ * call, and an async hook costs a promise and a turn of the microtask queue.
+ */
+function emptyBodyIsNoArguments (request: FastifyRequest, _reply: FastifyReply, done: () => void): void {
+  request.body ??= {}
+  done()
 }
 
 /** A resource template as `resources/templates/list` gives it. */
@@ -465,7 +483,7 @@ function registerPromptRoutes (app: FastifyInstance, rest: RestCalls, options: R
     bodyLimit: options.bodyLimit,
     // Not Fastify's default Ajv, which coerces: `5` would pass as the string "5".
     validatorCompiler: toolValidatorCompiler,
-    preValidation: async (request: FastifyRequest) => { request.body ??= {} },
+    preValidation: emptyBodyIsNoArguments,
     serializerCompiler: passThrough
   }
 
