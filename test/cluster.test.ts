@@ -139,6 +139,9 @@ t.test('the harness: stateless REST calls through nginx alternate between the in
     t.equal(res.status, 200)
     t.same(res.body.structuredContent, { sum: i + 1 })
   }
+  // The audit lines are written after the answers (asynchronously): wait for all four (bounded), then compare.
+  const logged = (): boolean => callsPerInstance(cluster, 'add').reduce((a, b) => a + b, 0) >= 4
+  if (!logged()) await within(Promise.race(cluster.instances.map(async instance => await instance.logged(logged))), 'audit lines of the four calls')
   t.same(callsPerInstance(cluster, 'add'), [2, 2], 'round-robin: two calls on each instance')
   const pids = cluster.instances.map(instance => instance.pid as number)
   await cluster.stop()
