@@ -1,6 +1,7 @@
 import t from 'tap'
+import { connect } from 'node:net'
 import Fastify from 'fastify'
-import { builtinServers, corePlugin, gateway, mcpServer } from '../../src/index.js'
+import { builtinServers, corePlugin, gateway, limitConnections, mcpServer, serverOptions, tuneGarbageCollection } from '../../src/index.js'
 import { createMathServer } from '../../servers/math/index.js'
 
 t.test('the plugins mount into a user\'s own Fastify app, piece by piece', async t => {
@@ -44,4 +45,27 @@ t.test('mount options are validated at registration', async t => {
   await twice.register(mcpServer, { prefix: '/a', name: 'same', factory: createMathServer })
   await t.rejects(async () => { await twice.register(mcpServer, { prefix: '/b', name: 'same', factory: createMathServer }) }, { message: /already mounted/ })
   await twice.close().catch(() => {})
+})
+
+t.test('an application takes the command\'s process settings from the package: its HTTP bounds and garbage-collection setting', async t => {
+  tuneGarbageCollection()
+  const app = Fastify({ ...serverOptions(), logger: false })
+  t.teardown(() => app.close())
+  await app.register(gateway, { servers: [{ name: 'greet', factory: builtinServers.greet }] })
+  limitConnections(app.server)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  // Malformed HTTP is answered by the options' client error handler, in the catalogue's JSON.
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => { socket.end('GARBAGE\r\n\r\n') })
+    let text = ''
+    socket.setEncoding('utf8')
+    socket.on('data', chunk => { text += chunk })
+    socket.on('end', () => { resolve(text) })
+    socket.on('error', reject)
+  })
+  t.match(answer, /^HTTP\/1\.1 400 /, 'a 400')
+  t.match(answer, /"code":"GW_ERR_BAD_REQUEST"/, 'with the catalogue\'s code')
+  const response = await fetch(`http://127.0.0.1:${port}/greet/tools/echoHai`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userName":"Ada"}' })
+  t.equal(response.status, 200, 'and the gateway serves as usual')
 })
