@@ -6,7 +6,7 @@ import {
   type JSONRPCMessage,
   type JSONRPCNotification,
   type JSONRPCRequest,
-  type McpServer,
+  McpServer,
   type RequestId,
   type Server
 } from '@modelcontextprotocol/server'
@@ -54,6 +54,10 @@ export interface Lane {
   era: 'legacy' | 'modern'
   mux: MultiplexTransport
   handle: StdioServerHandle
+  /** The protocol object of the instance the entry built last: the one it serves with. */
+  built: { protocol?: object }
+  /** The quicker way the lane's requests reach its instance, once the entry has pinned it (`directDelivery`). */
+  deliver?: ((message: JSONRPCRequest) => boolean) | undefined
 }
 
 export interface LaneOptions {
@@ -121,7 +125,12 @@ export class Lanes {
       // A list change announced by the shared instance reaches the 2026-07-28 clients
       // listening for it on `subscriptions/listen` streams, which the SDK entry serves.
       const mux = new MultiplexTransport({ onUnrelated: message => { this.#options.publish(message) } })
-      const handle = serveStdio(ctx => this.#instance(ctx, mux), {
+      const built: { protocol?: object } = {}
+      const handle = serveStdio(ctx => {
+        const instance = this.#instance(ctx, mux)
+        built.protocol = instance instanceof McpServer ? instance.server : instance
+        return instance
+      }, {
         transport: mux,
         legacy: era === 'modern' ? 'reject' : 'serve',
         onerror: err => { this.#options.log.debug({ err }, 'mcp lane error') }
@@ -132,7 +141,7 @@ export class Lanes {
         // lifetime of the lane and passes what arrives to the HTTP listen streams.
         listenForListChanges(mux, key)
       }
-      lane = { era, mux, handle }
+      lane = { era, mux, handle, built }
       this.#lanes.set(key, lane)
     }
     return lane
@@ -189,6 +198,8 @@ export class Lanes {
           res.write(sseFrame(notification))
         },
         respond: (response: JSONRPCMessage) => {
+          // The entry has pinned the instance that answered: later requests may take the quicker way.
+          lane.deliver ??= directDelivery(lane.built.protocol)
           if (done) return
           done = true
           res.off('close', onClose)
@@ -206,7 +217,7 @@ export class Lanes {
           }
           resolve()
         }
-      })
+      }, lane.deliver)
     })
   }
 
@@ -219,5 +230,34 @@ export class Lanes {
     const lanes = [...this.#lanes.values()]
     this.#lanes.clear()
     await Promise.allSettled(lanes.map(lane => lane.handle.close()))
+  }
+}
+
+/**
+ * The quicker way into a lane's instance, where it can be had: straight to its protocol's
+ * request dispatch, past the SDK entry's per-message work, which for a pinned connection is
+ * only checks that cannot fail for these requests (the entry's and the transport receiver's
+ * message guards; on a 2026-07-28 connection its `initialize` and `subscriptions/listen`
+ * handling, none of which a lane request is). The endpoint has found each a valid JSON-RPC
+ * request already, with a valid envelope where it carries one. Those checks are zod parses of
+ * the whole message: some ten microseconds of a 2026-07-28 call, and a third of what it
+ * left for the collector. The instance dispatches, answers
+ * and is cancelled exactly as through the entry: its handlers, its abort controller (a
+ * cancellation still travels through the entry), its answer through its own transport.
+ *
+ * Relies on `Protocol._onrequest(message, extra)`, private in SDK v2.4 (the dispatch its
+ * transport's receiver calls for a request). Should an upgrade remove it, this answers
+ * undefined and every request takes the entry (slower, not wrong); the test 'the SDK internals
+ * a modern lane relies on' (test/plugins/stateless-lane.test.ts) fails. Once the instance is
+ * gone (the lane closing), requests take the entry again, which answers them.
+ */
+function directDelivery (protocol: object | undefined): ((message: JSONRPCRequest) => boolean) | undefined {
+  const dispatch = (protocol as { _onrequest?: unknown } | undefined)?._onrequest
+  if (protocol === undefined || typeof dispatch !== 'function') return undefined
+  const connected = protocol as { transport?: unknown }
+  return message => {
+    if (connected.transport === undefined) return false
+    dispatch.call(protocol, message, undefined)
+    return true
   }
 }

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { once } from 'node:events'
+import { McpServer } from '@modelcontextprotocol/server'
 import { listen } from '../helper.js'
 import { createGreetServer } from '../../servers/greet/index.js'
 import { createAskingServer, createProgressServer, toolEvents } from '../fixtures/servers.js'
@@ -78,6 +79,36 @@ t.test('a client that disconnects mid-call cancels the tool', async t => {
     await cancelled
     t.match(await response, { name: 'AbortError' })
   }
+})
+
+t.test('once a lane has answered, its later calls (dispatched past the SDK entry) answer, stream and cancel as the first', async t => {
+  const { base } = await listen(t, { servers: [{ name: 'progress', factory: createProgressServer, stateless: true }] })
+  for (const [era, call] of [['2025', legacyCall], ['2026-07-28', modernCall]] as const) {
+    const first = await fetch(`${base}/progress/mcp`, call('count', { label: 'sheep' }, 1))
+    t.match(await first.json(), { id: 1, result: { content: [{ type: 'text', text: 'counted sheep' }] } }, `${era}: the first call, through the entry`)
+    // Later calls take the quicker way into the pinned instance.
+    const [a, b] = await Promise.all([1, 1].map(async (id, i) => await (await fetch(`${base}/progress/mcp`, call('count', { label: `goat ${i}` }, id))).json()))
+    t.match([a, b], [{ id: 1, result: { content: [{ text: 'counted goat 0' }] } }, { id: 1, result: { content: [{ text: 'counted goat 1' }] } }], `${era}: two at once with the same id, each its own answer`)
+    const streamed = await fetch(`${base}/progress/mcp`, call('count', { label: 'cows' }, 7, { progressToken: 'p' }))
+    t.match(streamed.headers.get('content-type'), /text\/event-stream/, `${era}: progress streams`)
+    t.match(await streamed.text(), /"progressToken":"p"[\s\S]*counted cows/, `${era}: progress, then the result`)
+    const controller = new AbortController()
+    const started = once(toolEvents, 'hold:started')
+    const response = fetch(`${base}/progress/mcp`, { ...call('hold', {}, 8), signal: controller.signal }).catch(err => err)
+    await started
+    const cancelled = once(toolEvents, 'hold:cancelled')
+    controller.abort()
+    await cancelled
+    t.match(await response, { name: 'AbortError' }, `${era}: a client that disconnects cancels the tool`)
+  }
+})
+
+t.test('the SDK internals a lane relies on are where it expects them', async t => {
+  // lanes.ts, `directDelivery`: a request reaches a pinned instance through its protocol's dispatch.
+  const server = new McpServer({ name: 'probe', version: '1' })
+  t.equal(typeof (server.server as unknown as { _onrequest?: unknown })._onrequest, 'function', 'Protocol._onrequest')
+  t.ok('transport' in server.server, 'Protocol.transport, unset until connected')
+  t.equal(server.server.transport, undefined)
 })
 
 t.test('a server→client request without a session fails the call at once', async t => {
