@@ -56,8 +56,11 @@ export interface Lane {
   handle: StdioServerHandle
   /** The protocol object of the instance the entry built last: the one it serves with. */
   built: { protocol?: object }
-  /** The quicker way the lane's requests reach its instance, once the entry has pinned it (`directDelivery`). */
-  deliver?: ((message: JSONRPCRequest) => boolean) | undefined
+  /**
+   * The quicker way the lane's requests reach its instance, once the entry has pinned it
+   * (`directDelivery`); null where the SDK offers none, so it is looked for once.
+   */
+  deliver?: ((message: JSONRPCRequest) => boolean) | null
 }
 
 export interface LaneOptions {
@@ -199,7 +202,7 @@ export class Lanes {
         },
         respond: (response: JSONRPCMessage) => {
           // The entry has pinned the instance that answered: later requests may take the quicker way.
-          lane.deliver ??= directDelivery(lane.built.protocol)
+          lane.deliver ??= directDelivery(lane.built.protocol) ?? null
           if (done) return
           done = true
           res.off('close', onClose)
@@ -217,7 +220,7 @@ export class Lanes {
           }
           resolve()
         }
-      }, lane.deliver)
+      }, lane.deliver ?? undefined)
     })
   }
 
@@ -240,15 +243,15 @@ export class Lanes {
  * message guards; on a 2026-07-28 connection its `initialize` and `subscriptions/listen`
  * handling, none of which a lane request is). The endpoint has found each a valid JSON-RPC
  * request already, with a valid envelope where it carries one. Those checks are zod parses of
- * the whole message: some ten microseconds of a 2026-07-28 call, and a third of what it
- * left for the collector. The instance dispatches, answers
- * and is cancelled exactly as through the entry: its handlers, its abort controller (a
- * cancellation still travels through the entry), its answer through its own transport.
+ * the whole message: some ten microseconds of a 2026-07-28 call, and a third of what it left
+ * for the collector. The instance dispatches, answers and is cancelled exactly as through the
+ * entry: its handlers, its abort controller (a cancellation still travels through the entry),
+ * its answer through its own transport.
  *
  * Relies on `Protocol._onrequest(message, extra)`, private in SDK v2.4 (the dispatch its
  * transport's receiver calls for a request). Should an upgrade remove it, this answers
  * undefined and every request takes the entry (slower, not wrong); the test 'the SDK internals
- * a modern lane relies on' (test/plugins/stateless-lane.test.ts) fails. Once the instance is
+ * a lane relies on' (test/plugins/stateless-lane.test.ts) fails. Once the instance is
  * gone (the lane closing), requests take the entry again, which answers them.
  */
 function directDelivery (protocol: object | undefined): ((message: JSONRPCRequest) => boolean) | undefined {

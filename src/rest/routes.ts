@@ -371,8 +371,7 @@ function registerToolRoute (app: FastifyInstance, rest: RestCalls, tool: Tool, o
         ])
       }
     }
-    // Not `async`: the call's own promise is the answer, with no second one wrapped around it.
-  }, (request, reply) => rest.callTool(tool.name, request, reply))
+  }, (request, reply) => rest.callTool(tool.name, request, reply)) // not `async`: the call's own promise is the answer
 }
 
 /**
