@@ -10,7 +10,7 @@ import {
 import type { McpConnection, ServerFactory } from '../src/connections/connection.js'
 import { InProcessConnection } from '../src/connections/in-process.js'
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_BATCH_LENGTH, DEFAULT_MAX_LISTEN_LIFETIME_MS, DEFAULT_MAX_LISTEN_STREAMS, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_STREAM_LIFETIME_MS, DEFAULT_SESSION_IDLE_MS, DEFAULT_TIMEOUT_MS } from '../src/defaults.js'
-import { ForbiddenHostError, InvalidOptionsError, unavailable } from '../src/errors.js'
+import { ForbiddenHostError, InvalidOptionsError, unavailable, type GatewayError } from '../src/errors.js'
 import { StreamableHttpEndpoint } from '../src/http/endpoint.js'
 import { jsonBodyParser } from '../src/http/json-body.js'
 import { registerRestRoutes } from '../src/rest/routes.js'
@@ -157,16 +157,12 @@ const mcpServer: FastifyPluginAsync<McpServerPluginOptions> = async (app, option
     return serverLog.child(bindings, childOptions)
   })
 
-  const checkHostAndOrigin = hostAndOriginCheck(allowedHosts, allowedOrigins)
+  const refuseHostOrOrigin = hostAndOriginCheck(allowedHosts, allowedOrigins)
   // A callback hook, not an async one: it runs on every request to the server.
   app.addHook('onRequest', (request, _reply, done) => {
-    try {
-      checkHostAndOrigin(request)
-    } catch (err) {
-      done(err as Error)
-      return
-    }
-    if (connection.state !== 'up') done(unavailable({ server: name, state: connection.state, failure: connection.failure, retryAfter: connection.retryAfter }))
+    const refusal = refuseHostOrOrigin(request)
+    if (refusal !== undefined) done(refusal)
+    else if (connection.state !== 'up') done(unavailable({ server: name, state: connection.state, failure: connection.failure, retryAfter: connection.retryAfter }))
     else done()
   })
 
@@ -209,12 +205,12 @@ const MAX_VERDICTS = 256
 const MAX_VERDICT_KEY_LENGTH = 256
 
 /**
- * The Host/Origin check of one mount. A verdict depends on the header's value alone, and a
- * deployment sees few distinct values, so each value's verdict (the refusal's message, or
- * `null` to pass) is kept in a small map, emptied when full, rather than parsing a URL on
- * every request.
+ * The Host/Origin check of one mount: a request's refusal, or undefined. A verdict depends on
+ * the header's value alone, and a deployment sees few distinct values, so each value's verdict
+ * (the refusal's message, or `null` to pass) is kept in a small map, emptied when full, rather
+ * than parsing a URL on every request.
  */
-function hostAndOriginCheck (allowedHosts: string[], allowedOrigins: string[]): (request: FastifyRequest) => void {
+function hostAndOriginCheck (allowedHosts: string[], allowedOrigins: string[]): (request: FastifyRequest) => GatewayError | undefined {
   const hostVerdict = allowedHosts.includes('*') ? undefined : cachedVerdict(host => refusalOf(validateHostHeader(host, allowedHosts)))
   // A whole origin is one of the CORS origins; the SDK's check compares hostnames only, so
   // none of those entries can match there.
@@ -222,14 +218,8 @@ function hostAndOriginCheck (allowedHosts: string[], allowedOrigins: string[]): 
     ? undefined
     : cachedVerdict(origin => origin !== undefined && allowedOrigins.includes(origin) ? null : refusalOf(validateOriginHeader(origin, allowedOrigins)))
   return request => {
-    if (hostVerdict !== undefined) {
-      const refusal = hostVerdict(request.headers.host)
-      if (refusal !== null) throw new ForbiddenHostError(refusal)
-    }
-    if (originVerdict !== undefined) {
-      const refusal = originVerdict(request.headers.origin)
-      if (refusal !== null) throw new ForbiddenHostError(refusal)
-    }
+    const refusal = hostVerdict?.(request.headers.host) ?? originVerdict?.(request.headers.origin) ?? null
+    return refusal === null ? undefined : new ForbiddenHostError(refusal)
   }
 }
 
