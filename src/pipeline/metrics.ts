@@ -1,8 +1,9 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { Tool } from '@modelcontextprotocol/server'
 import type { EndpointStats, MountedServer, ServerRegistry } from '../connections/registry.js'
 import { UpstreamConnection } from '../connections/upstream.js'
 import type { CallContext, CallFilter, CallOutcome } from './pipeline.js'
+import { SeriesCounter, SeriesHistogram } from './series.js'
 
 // The gateway's Prometheus metrics: what every call did, as an `observe` filter of the call
 // pipeline (so REST, both MCP eras and `/mcp` count alike, under the member's own names, and
@@ -33,24 +34,26 @@ export class GatewayMetrics {
   #servers: ServerRegistry
   /** The names each tool list holds, by list: a connection hands out a new array when its tools change. */
   #listed = new WeakMap<readonly Tool[], Set<string>>()
-  #toolCalls: Counter<'server' | 'tool' | 'outcome'>
-  #operations: Histogram<'mcp_method_name' | 'server' | 'tool' | 'outcome'>
+  // The three recorded on every call and request are series metrics (./series.ts), cheaper to
+  // record than prom-client's own; the rare ones keep prom-client's.
+  #toolCalls: SeriesCounter
+  #operations: SeriesHistogram
   #rateLimited: Counter<'server' | 'method'>
-  #http: Histogram<'method' | 'route' | 'status_code'>
+  #http: SeriesHistogram
   #authFailures: Counter<'code'>
 
   constructor (servers: ServerRegistry) {
     this.#servers = servers
     const registers = [this.registry]
     collectDefaultMetrics({ register: this.registry })
-    this.#toolCalls = new Counter({
+    this.#toolCalls = new SeriesCounter({
       name: 'mcp_tool_calls_total',
       help: 'Tool calls (tools/call) on every way in, by server, tool and outcome (ok, tool_error, denied, rate_limited, failed, timeout)',
       labelNames: ['server', 'tool', 'outcome'],
       registers
     })
     // OpenTelemetry's MCP semantic convention `mcp.server.operation.duration`.
-    this.#operations = new Histogram({
+    this.#operations = new SeriesHistogram({
       name: 'mcp_server_operation_duration_seconds',
       help: 'Duration of each MCP operation the gateway passed to a server (calls, gets, reads and lists), refusals included',
       labelNames: ['mcp_method_name', 'server', 'tool', 'outcome'],
@@ -63,7 +66,7 @@ export class GatewayMetrics {
       labelNames: ['server', 'method'],
       registers
     })
-    this.#http = new Histogram({
+    this.#http = new SeriesHistogram({
       name: 'http_request_duration_seconds',
       help: 'Duration of HTTP requests, by method, route pattern and status code',
       labelNames: ['method', 'route', 'status_code'],
@@ -124,9 +127,9 @@ export class GatewayMetrics {
 
   #observe (call: CallContext, { outcome, durationMs }: CallOutcome): void {
     const tool = call.method === 'tools/call' ? this.#toolLabel(call) : ''
-    if (call.method === 'tools/call') this.#toolCalls.inc({ server: call.server, tool, outcome })
+    if (call.method === 'tools/call') this.#toolCalls.series(call.server, tool, outcome).inc()
     if (outcome === 'rate_limited') this.#rateLimited.inc({ server: call.server, method: call.method })
-    this.#operations.observe({ mcp_method_name: call.method, server: call.server, tool, outcome }, durationMs / 1000)
+    this.#operations.series(call.method, call.server, tool, outcome).observe(durationMs / 1000)
   }
 
   /** The call's tool name when its server lists that tool, else `_unknown`. */
@@ -143,7 +146,7 @@ export class GatewayMetrics {
 
   /** One HTTP request answered: `route` is its pattern (`request.routeOptions.url`), undefined when no route matched. */
   httpRequest (method: string, route: string | undefined, statusCode: number, durationMs: number): void {
-    this.#http.observe({ method, route: route ?? UNMATCHED_ROUTE, status_code: statusCode }, durationMs / 1000)
+    this.#http.series(method, route ?? UNMATCHED_ROUTE, statusCode).observe(durationMs / 1000)
   }
 
   /** An error a request was answered with: counted when it is an authentication failure. */
