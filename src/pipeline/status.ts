@@ -136,7 +136,9 @@ export class StatusRecorder {
   untracked = 0
   #recent: Array<RecentCall | undefined>
   #nextRecent = 0
-  #tools = new Map<string, ToolStats>()
+  #tools = new Map<string, Map<string, ToolStats>>()
+  /** Tools in `#tools`, all servers together. */
+  #tracked = 0
   #samples: number
   #maxTools: number
   #states = new Map<string, StateChange[]>()
@@ -155,31 +157,30 @@ export class StatusRecorder {
 
   record (call: CallContext, outcome: CallOutcome, at = Date.now()): void {
     if (!RECORDED.has(call.method)) return
-    const code = isGatewayError(outcome.error) ? outcome.error.code : undefined
-    const durationMs = Math.round(outcome.durationMs * 100) / 100
-    this.#recent[this.#nextRecent] = {
-      at,
-      server: call.server,
-      method: call.method,
-      name: call.name,
-      ...(call.identity !== undefined && { clientId: call.identity.clientId }),
-      way: call.way,
-      outcome: outcome.outcome,
-      ...(code !== undefined && { code }),
-      durationMs,
-      ...(call.requestId !== undefined && { requestId: call.requestId })
-    }
+    // The optional fields are added to the object rather than spread into it: a spread makes
+    // an object of its own each time, and this runs on every call.
+    const recent: RecentCall = { at, server: call.server, method: call.method, name: call.name, way: call.way, outcome: outcome.outcome, durationMs: Math.round(outcome.durationMs * 100) / 100 }
+    if (call.identity !== undefined) recent.clientId = call.identity.clientId
+    if (isGatewayError(outcome.error)) recent.code = outcome.error.code
+    if (call.requestId !== undefined) recent.requestId = call.requestId
+    this.#recent[this.#nextRecent] = recent
     this.#nextRecent = (this.#nextRecent + 1) % this.#recent.length
     if (call.method !== 'tools/call' || call.name === undefined) return
-    const key = `${call.server}\u0000${call.name}`
-    let stats = this.#tools.get(key)
+    // By server, then by name: no key string built per call.
+    let tools = this.#tools.get(call.server)
+    let stats = tools?.get(call.name)
     if (stats === undefined) {
-      if (this.#tools.size >= this.#maxTools) {
+      if (this.#tracked >= this.#maxTools) {
         this.untracked++
         return
       }
+      if (tools === undefined) {
+        tools = new Map()
+        this.#tools.set(call.server, tools)
+      }
       stats = new ToolStats(this.#samples)
-      this.#tools.set(key, stats)
+      tools.set(call.name, stats)
+      this.#tracked++
     }
     stats.add(at, outcome.durationMs, outcome.outcome !== 'ok')
   }
@@ -199,10 +200,13 @@ export class StatusRecorder {
   /** Every tracked tool's figures, the window ending `now`. */
   tools (now = Date.now()): ToolFigures[] {
     const since = now - this.windowMs
-    return [...this.#tools].map(([key, stats]) => {
-      const [server, tool] = key.split('\u0000') as [string, string]
-      return { server, tool, calls: stats.calls, errors: stats.errors, window: stats.window(since), lastCallAt: stats.lastCallAt }
-    })
+    const figures: ToolFigures[] = []
+    for (const [server, tools] of this.#tools) {
+      for (const [tool, stats] of tools) {
+        figures.push({ server, tool, calls: stats.calls, errors: stats.errors, window: stats.window(since), lastCallAt: stats.lastCallAt })
+      }
+    }
+    return figures
   }
 
   /** Records a server's state as seen now; a change of state starts a new entry. Returns its changes, newest first. */
