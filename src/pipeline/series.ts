@@ -6,12 +6,12 @@ import type { Registry } from 'prom-client'
 // Why not prom-client's own `Histogram` and `Counter` here: each `observe`/`inc` is handed a
 // labels object, checks it against the label names, hashes it into a string and looks the
 // series up by that string, on every call. A REST tool call records three (the call's counter
-// and histogram, the HTTP request's histogram); measured with `npm run bench -- --only rest`,
-// dropping them took the gateway's CPU per call from 30 to 23 µs and its allocation from 19.0
-// to 17.4 KB: prom-client's label handling is shared by every metric of the process, so in a
-// real process it runs megamorphic, far slower than in a loop of its own. Here a series is
-// found by its label values through a tree of Maps, one level per label (no string is built),
-// once per label set, and recording is a few additions.
+// and histogram, the HTTP request's histogram); measured with `npm run bench -- --only
+// metrics-rest`, they made a call cost 29 µs and 19.0 KB against 24 µs and 17.2 KB with metrics
+// off (in a loop of its own prom-client takes 0.2–0.4 µs an observation; in the gateway its
+// label handling is shared by every metric of the process). Here a series is found by its label
+// values through a tree of Maps, one level per label (no string is built), and recording is a
+// few additions: 25 µs and 17.5 KB.
 
 type LabelValue = string | number
 type Labels = Record<string, LabelValue>
