@@ -24,6 +24,7 @@ import type { ObservabilityOptions } from './observability.js'
 import type { SecurityOptions } from './security.js'
 import type { Cluster } from './stores/cluster.js'
 import type { Retained } from './http/retained.js'
+import { settleHttpObjectShapes } from './http/object-shapes.js'
 
 /** One mounted server: the mount plugin's options, its prefix defaulting to `/<name>`. */
 export type ServerEntry = McpServerPluginOptions & { prefix?: string }
@@ -83,6 +84,8 @@ export function builtinEntries (factories: Record<string, ServerFactory> = built
  */
 async function gateway (app: FastifyInstance, options: GatewayOptions): Promise<void> {
   const retained = options.config === undefined ? undefined : options.retained
+  // Once per process, before any request: how fast Node's request and response objects stay.
+  await settleHttpObjectShapes()
   await app.register(core, {
     ...(retained !== undefined && { retained }),
     ...(options.requestLines === true && { requestLines: true }),
