@@ -68,52 +68,57 @@ async function auth (app: FastifyInstance, options: AuthPluginOptions): Promise<
     return protection
   }
 
+  // The refusals' challenge, built only when a request is refused.
+  const challengeOf = (protection: Protection, resource: string, refusal: Omit<Challenge, 'scopes' | 'resourceMetadataUrl'> = {}): string =>
+    bearerChallenge({ ...refusal, scopes: protection.server?.scopes ?? [], resourceMetadataUrl: metadataUrlOf(resource) })
+
   app.addHook('onRequest', async (request) => {
-    const url = request.routeOptions.url
+    // Read once: Fastify builds the object on each read.
+    const route = request.routeOptions
+    const url = route.url
     // An unknown route answers 404 whoever asks; a CORS preflight carries no credentials; a
     // route may declare itself public (`/metrics` unless `metrics.protect`).
-    if (url === undefined || request.method === 'OPTIONS' || request.routeOptions.config.public === true) return
+    if (url === undefined || request.method === 'OPTIONS' || route.config.public === true) return
     const protection = protectionOf(url)
     if (protection === null) return
     const resource = originOf(request) + protection.path
-    const scopes = protection.server?.scopes ?? []
-    const challenge = (refusal: Omit<Challenge, 'scopes' | 'resourceMetadataUrl'> = {}): string =>
-      bearerChallenge({ ...refusal, scopes, resourceMetadataUrl: metadataUrlOf(resource) })
 
     // The MCP authorization spec: access tokens MUST NOT be in the query string.
     const query = request.query as Record<string, unknown> | undefined
     if (query?.access_token !== undefined) {
-      throw new InvalidAuthRequestError('send the access token in the Authorization header, never in the URL', challenge({ error: 'invalid_request', description: 'Access tokens are not accepted in the query string' }))
+      throw new InvalidAuthRequestError('send the access token in the Authorization header, never in the URL', challengeOf(protection, resource, { error: 'invalid_request', description: 'Access tokens are not accepted in the query string' }))
     }
     const authorization = request.headers.authorization
     const bearer = authorization === undefined ? undefined : /^Bearer +([^\s,]+) *$/i.exec(authorization)?.[1]
     const apiKey = request.headers['x-api-key']
     if (bearer !== undefined && apiKey !== undefined) {
-      throw new InvalidAuthRequestError('send one credential, not both Authorization and X-API-Key', challenge({ error: 'invalid_request', description: 'More than one credential' }))
+      throw new InvalidAuthRequestError('send one credential, not both Authorization and X-API-Key', challengeOf(protection, resource, { error: 'invalid_request', description: 'More than one credential' }))
     }
     let identity: AuthInfo | undefined
     if (typeof apiKey === 'string') {
       identity = apiKeys.verify(apiKey)
-      if (identity === undefined) throw new UnauthenticatedError('the API key is not valid', challenge({ error: 'invalid_token', description: 'The API key is not valid' }))
+      if (identity === undefined) throw new UnauthenticatedError('the API key is not valid', challengeOf(protection, resource, { error: 'invalid_token', description: 'The API key is not valid' }))
     } else if (bearer !== undefined) {
       // A bearer credential is one of the API keys, or else a JWT access token.
       identity = apiKeys.verify(bearer)
       if (identity === undefined) {
-        if (jwt === undefined || bearer.split('.').length !== 3) throw new UnauthenticatedError('the bearer token is not valid', challenge({ error: 'invalid_token', description: 'The token is not valid' }))
+        if (jwt === undefined || !isCompactJws(bearer)) throw new UnauthenticatedError('the bearer token is not valid', challengeOf(protection, resource, { error: 'invalid_token', description: 'The token is not valid' }))
         try {
-          identity = await jwt.verify(bearer, resource)
+          // A token verified before answers at once, without a promise to wait for.
+          const verified = jwt.verify(bearer, resource)
+          identity = verified instanceof Promise ? await verified : verified
         } catch (err) {
           if (!(err instanceof TokenRefused)) throw err
-          throw new UnauthenticatedError(err.message.charAt(0).toLowerCase() + err.message.slice(1), challenge({ error: 'invalid_token', description: err.message }))
+          throw new UnauthenticatedError(err.message.charAt(0).toLowerCase() + err.message.slice(1), challengeOf(protection, resource, { error: 'invalid_token', description: err.message }))
         }
       }
     } else {
       // RFC 6750 §3.1: a request without credentials gets a challenge with no error code.
-      throw new UnauthenticatedError('send an access token (Authorization: Bearer) or an API key (X-API-Key)', challenge())
+      throw new UnauthenticatedError('send an access token (Authorization: Bearer) or an API key (X-API-Key)', challengeOf(protection, resource))
     }
-    const missing = scopes.filter(scope => !identity.scopes.includes(scope))
-    if (missing.length > 0) {
-      throw new InsufficientScopeError(scopes.join(' '), challenge({ error: 'insufficient_scope', description: `This server needs the scopes ${scopes.join(' ')}` }))
+    const scopes = protection.server?.scopes
+    if (scopes !== undefined && !scopes.every(scope => identity.scopes.includes(scope))) {
+      throw new InsufficientScopeError(scopes.join(' '), challengeOf(protection, resource, { error: 'insufficient_scope', description: `This server needs the scopes ${scopes.join(' ')}` }))
     }
     request.identity = identity
   })
@@ -165,6 +170,13 @@ async function auth (app: FastifyInstance, options: AuthPluginOptions): Promise<
     })
   }
   app.log.debug({ apiKeys: apiKeys.size, jwt: settings.jwt?.issuer }, 'authentication required on every mcp and tool route')
+}
+
+/** Whether a bearer credential has a compact JWS's three dot-separated parts (and so may be a JWT). */
+function isCompactJws (token: string): boolean {
+  const first = token.indexOf('.')
+  const second = first === -1 ? -1 : token.indexOf('.', first + 1)
+  return second !== -1 && token.indexOf('.', second + 1) === -1
 }
 
 export default fp(auth, { name: 'gateway-auth', fastify: '5.x', dependencies: ['gateway-core'] })

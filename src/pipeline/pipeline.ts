@@ -248,8 +248,20 @@ export class CallPipeline implements CallGate {
   call<T> (call: CallContext, run: () => Promise<T>, refuse: (err: Error) => Error = err => err): Promise<T> {
     if (!this.active) return run()
     const around = this.#around
-    if (around === undefined) return this.#gated ? this.#filtered(call, run, refuse) : this.#observed(call, run)
+    if (around === undefined) {
+      if (!this.#gated) return this.#observed(call, run)
+      // `allows` alone (a policy, the scope filter) decide at once: nothing to wait for before the call.
+      if (this.#admits.length === 0) return this.allows(call) ? this.#observed(call, run) : this.#denied(call, refuse)
+      return this.#filtered(call, run, refuse)
+    }
     return around(call, async () => await this.#filtered(call, run, refuse))
+  }
+
+  /** A call `allows` refused, as `#filtered` answers it: observed as denied, then refused as an unknown name. */
+  async #denied (call: CallContext, refuse: (err: Error) => Error): Promise<never> {
+    const error = unknownItem(call)
+    this.#observe(call, { outcome: 'denied', error, durationMs: 0 })
+    throw refuse(error)
   }
 
   /**

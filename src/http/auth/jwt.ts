@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload } from 'jose'
 import type { AuthInfo } from '@modelcontextprotocol/server'
 import type { JwtOptions } from '../../security.js'
@@ -36,11 +36,18 @@ export class JwtVerifier {
 
   /**
    * The caller a token names, when it is valid and meant for `resource` (its `aud` holds the
-   * endpoint's resource URL, or one of the configured audiences). Throws `TokenRefused`.
+   * endpoint's resource URL, or one of the configured audiences). Throws `TokenRefused`, or
+   * rejects with it. A token verified before is answered at once, not through a promise: most
+   * requests carry one, and this runs before each.
    */
-  async verify (token: string, resource: string): Promise<AuthInfo> {
-    const verified = await this.#verifiedToken(token)
-    // The audience check is per endpoint; its answers are remembered with the token.
+  verify (token: string, resource: string): AuthInfo | Promise<AuthInfo> {
+    const cached = this.#cached(token)
+    if (cached !== undefined) return this.#meant(cached, resource)
+    return this.#verifiedToken(token).then(verified => this.#meant(verified, resource))
+  }
+
+  /** The caller, when the token is meant for `resource`. The audience check is per endpoint; its answers are remembered with the token. */
+  #meant (verified: VerifiedToken, resource: string): AuthInfo {
     let meant = verified.resources.get(resource)
     if (meant === undefined) {
       const wanted = withoutTrailingSlash(resource)
@@ -52,14 +59,18 @@ export class JwtVerifier {
     return verified.identity
   }
 
-  /** A token verified once, its caller built once: every later request with it costs a hash and a lookup. */
-  async #verifiedToken (token: string): Promise<VerifiedToken> {
-    const key = createHash('sha256').update(token).digest('base64url')
+  /** A token verified before and not expired since: every later request with it costs a hash and a lookup. */
+  #cached (token: string): VerifiedToken | undefined {
+    const key = keyOf(token)
     const cached = this.#verified.get(key)
-    if (cached !== undefined) {
-      if (cached.claims.exp * 1000 > Date.now()) return cached
-      this.#verified.delete(key)
-    }
+    if (cached === undefined) return undefined
+    if (cached.claims.exp * 1000 > Date.now()) return cached
+    this.#verified.delete(key)
+    return undefined
+  }
+
+  /** A token verified, its caller built once and remembered until its `exp`. */
+  async #verifiedToken (token: string): Promise<VerifiedToken> {
     let payload: JWTPayload
     try {
       ({ payload } = await jwtVerify(token, this.#jwks, {
@@ -89,7 +100,7 @@ export class JwtVerifier {
     // Within the clock tolerance a token may verify after its exp: it is not remembered then.
     if (claims.exp * 1000 > Date.now()) {
       if (this.#verified.size >= MAX_CACHED_TOKENS) this.#verified.delete(this.#verified.keys().next().value as string)
-      this.#verified.set(key, verified)
+      this.#verified.set(keyOf(token), verified)
     }
     return verified
   }
@@ -116,6 +127,11 @@ function reasonOf (err: unknown): string {
   if (err instanceof errors.JWKSNoMatchingKey) return 'The token is signed with a key the issuer does not publish'
   if (err instanceof errors.JWSSignatureVerificationFailed) return 'The token\'s signature is not valid'
   return 'The token is not a valid access token'
+}
+
+/** What a verified token is remembered by: its SHA-256, so a lookup compares digests, never the token itself. */
+function keyOf (token: string): string {
+  return hash('sha256', token, 'base64url')
 }
 
 function withoutTrailingSlash (url: string): string {
