@@ -21,24 +21,44 @@ export function writes (log: FastifyBaseLogger, level: 'debug' | 'info'): boolea
   return current !== undefined && current <= (LEVELS[level] as number)
 }
 
-/** One audit line's fields. */
-function entryOf (call: CallContext, outcome: CallOutcome, withArguments: boolean): Record<string, unknown> {
+/** One audit line's fields, in the order they are written. */
+interface AuditEntry {
+  clientId?: string
+  ip?: string
+  sub?: string
+  server: string
+  method: string
+  name: string | undefined
+  way: CallContext['way']
+  outcome: CallOutcome['outcome']
+  code?: string
+  durationMs: number
+  requestId?: string
+  arguments?: Record<string, unknown>
+}
+
+/**
+ * One audit line's fields. Built by assignment rather than by spreading optional parts: a
+ * spread of a conditional literal costs an object and a copy each, and this runs on every
+ * call the default log level writes.
+ */
+function entryOf (call: CallContext, outcome: CallOutcome, withArguments: boolean): AuditEntry {
   const identity = call.identity
+  const entry = {} as AuditEntry
+  if (identity !== undefined) entry.clientId = identity.clientId
+  else if (call.ip !== undefined) entry.ip = call.ip
   const sub = (identity?.extra as { sub?: unknown } | undefined)?.sub
-  const code = isGatewayError(outcome.error) ? outcome.error.code : undefined
-  return {
-    ...(identity !== undefined ? { clientId: identity.clientId } : call.ip !== undefined && { ip: call.ip }),
-    ...(typeof sub === 'string' && { sub }),
-    server: call.server,
-    method: call.method,
-    name: call.name,
-    way: call.way,
-    outcome: outcome.outcome,
-    ...(code !== undefined && { code }),
-    durationMs: Math.round(outcome.durationMs * 100) / 100,
-    ...(call.requestId !== undefined && { requestId: call.requestId }),
-    ...(withArguments && call.arguments !== undefined && { arguments: call.arguments })
-  }
+  if (typeof sub === 'string') entry.sub = sub
+  entry.server = call.server
+  entry.method = call.method
+  entry.name = call.name
+  entry.way = call.way
+  entry.outcome = outcome.outcome
+  if (isGatewayError(outcome.error)) entry.code = outcome.error.code
+  entry.durationMs = Math.round(outcome.durationMs * 100) / 100
+  if (call.requestId !== undefined) entry.requestId = call.requestId
+  if (withArguments && call.arguments !== undefined) entry.arguments = call.arguments
+  return entry
 }
 
 /** The audit filter, writing to `log`; `audited` hears of each HTTP request whose call it wrote a line for. */
