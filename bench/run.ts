@@ -184,7 +184,7 @@ const PATHS: Record<PathKey, PathSpec> = {
 const SESSION_NOTE = "comparator is the SDK's stateless legacy figure: the SDK's stateless server has no sessions"
 // The gateway as `npm start` runs it by default: what request logging costs against the same
 // paths at 'warn' (the scenarios above).
-const INFO_NOTE = "gateway-info: the gateway target at the logger's default level 'info' (Fastify's request logging on), each JSON line written synchronously, as the command writes to a pipe or file, to /dev/null"
+const INFO_NOTE = "gateway-info: the gateway target at the logger's default level 'info', logging as the command does (one JSON line per completed request through pino's asynchronous destination), to /dev/null"
 
 const SCENARIOS: Record<ScenarioName, Scenario> = {
   rest: { gateway: 'gateway-rest', comparator: 'bare-rest', comparatorName: 'bare Fastify `POST /echo`', minRatio: GOALS.rest },
