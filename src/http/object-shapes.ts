@@ -23,8 +23,9 @@ let settled: Promise<void> | undefined
  * process that served exactly six requests (a few health checks, the first calls), then
  * stood idle until such a collection, builds its seventh `ServerResponse` with no shape
  * grown yet: V8 settles on no in-object field at all, and once Node's constructor has added
- * more than a dozen fields outside the object with a computed key (`this[kCorked] = 0`) the
- * object goes to dictionary mode. Every response of that process does, for its whole life.
+ * more than a dozen fields outside the object, the next added with a computed key
+ * (`this[kNeedDrain] = false`) sends the object to dictionary mode. Every response of that
+ * process goes there, for its whole life.
  * Measured on the REST path (`npm run bench`, where the runner's probes happen to make six
  * requests before a pause): 30 µs and 23.6 KB allocated a call instead of 24 µs and 17.4 KB.
  * Plain `node:http` shows the same: six requests, `gc()`, then every response in dictionary
