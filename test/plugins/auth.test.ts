@@ -157,7 +157,9 @@ t.test('bad tokens are refused, each with invalid_token', async t => {
     ['with a tampered payload', `${head}.${Buffer.from(JSON.stringify({ iss: issuer, aud: resource, exp: now + 600, scope: 'bye:admin' })).toString('base64url')}.${signature}`, /signature/],
     ['unsigned (alg none)', unsigned({ iss: issuer, aud: resource, exp: now + 600 }), /accepted algorithm/],
     ['HS256 with the public key as the secret', await new SignJWT({ iss: issuer, aud: resource, exp: now + 600 }).setProtectedHeader({ alg: 'HS256', kid: signingKey.kid }).sign(new TextEncoder().encode(publicPem)), /accepted algorithm/],
-    ['not a JWT at all', 'garbage', /not valid/]
+    ['not a JWT at all', 'garbage', /not valid/],
+    // Refused before any verification: a compact JWS has exactly three parts.
+    ['a good token with a fourth part', `${good}.extra`, /^The token is not valid$/]
   ]
   for (const [what, bad, reason] of cases) {
     const res = await callAdd({ authorization: `Bearer ${bad}` })
