@@ -41,9 +41,10 @@ export class JwtVerifier {
    * requests carry one, and this runs before each.
    */
   verify (token: string, resource: string): AuthInfo | Promise<AuthInfo> {
-    const cached = this.#cached(token)
+    const key = keyOf(token)
+    const cached = this.#cached(key)
     if (cached !== undefined) return this.#meant(cached, resource)
-    return this.#verifiedToken(token).then(verified => this.#meant(verified, resource))
+    return this.#verifiedToken(token, key).then(verified => this.#meant(verified, resource))
   }
 
   /** The caller, when the token is meant for `resource`. The audience check is per endpoint; its answers are remembered with the token. */
@@ -60,8 +61,7 @@ export class JwtVerifier {
   }
 
   /** A token verified before and not expired since: every later request with it costs a hash and a lookup. */
-  #cached (token: string): VerifiedToken | undefined {
-    const key = keyOf(token)
+  #cached (key: string): VerifiedToken | undefined {
     const cached = this.#verified.get(key)
     if (cached === undefined) return undefined
     if (cached.claims.exp * 1000 > Date.now()) return cached
@@ -70,7 +70,7 @@ export class JwtVerifier {
   }
 
   /** A token verified, its caller built once and remembered until its `exp`. */
-  async #verifiedToken (token: string): Promise<VerifiedToken> {
+  async #verifiedToken (token: string, key: string): Promise<VerifiedToken> {
     let payload: JWTPayload
     try {
       ({ payload } = await jwtVerify(token, this.#jwks, {
@@ -100,7 +100,7 @@ export class JwtVerifier {
     // Within the clock tolerance a token may verify after its exp: it is not remembered then.
     if (claims.exp * 1000 > Date.now()) {
       if (this.#verified.size >= MAX_CACHED_TOKENS) this.#verified.delete(this.#verified.keys().next().value as string)
-      this.#verified.set(keyOf(token), verified)
+      this.#verified.set(key, verified)
     }
     return verified
   }
